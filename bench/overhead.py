@@ -1,0 +1,176 @@
+"""What tracing costs the application, measured side by side in one run.
+
+    python bench/overhead.py [--calls 20000] [--rounds 7] [--burst 100000] [--json out.json]
+
+Prints µs per call of (a) a bare function, (b) a bare OTel SDK span with 3 attributes on a
+TracerProvider with the standard BatchSpanProcessor and an exporter that discards, (c) ``@trace``
+with 3 attributes plus ``update_current_trace(user, session, client_request_id, 2 tags)`` writing
+to DuckDB, and the ratio c/b. Then a burst of traced calls from 4 threads (calls/s, spans dropped,
+time from the burst's end until all are durable in DuckDB), and the writer alone fed pre-built
+finished spans (spans/s stored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+import traceduck
+from traceduck.raw_spans import RawSpans
+from traceduck.store.duckdb_store import DuckDBStore
+
+
+class DiscardExporter(SpanExporter):
+    def export(self, spans):  # noqa: ANN001
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+
+def bare(x: int) -> int:
+    return x + 1
+
+
+def per_call_us(fn, calls: int) -> float:  # noqa: ANN001
+    start = time.perf_counter()
+    for i in range(calls):
+        fn(i)
+    return (time.perf_counter() - start) / calls * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=20_000, help="calls per round")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--burst", type=int, default=100_000, help="traced calls in the 4-thread burst")
+    parser.add_argument("--writer-spans", type=int, default=200_000)
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+    args = parser.parse_args()
+    tmp = tempfile.mkdtemp(prefix="traceduck-bench-")
+    results: dict[str, float] = {}
+
+    # (b) bare OTel span, BatchSpanProcessor + discarding exporter
+    provider_b = TracerProvider()
+    provider_b.add_span_processor(BatchSpanProcessor(DiscardExporter()))
+    tracer_b = provider_b.get_tracer("bench")
+
+    def otel_span(x: int) -> int:
+        with tracer_b.start_as_current_span("bare", attributes={"a": 1, "b": "x", "c": 2.5}):
+            return x + 1
+
+    # (c) traceduck, writing to a DuckDB file
+    store_path = os.path.join(tmp, "overhead.duckdb")
+    traceduck.configure(store_path, tracer_provider=TracerProvider())
+
+    @traceduck.trace(attributes={"a": 1, "b": "x", "c": 2.5})
+    def traced(x: int) -> int:
+        traceduck.update_current_trace(
+            user="user-1", session_id="session-1", client_request_id=f"req-{x}",
+            tags={"tier": "pro", "task": "chat"},
+        )
+        return x + 1
+
+    rows: dict[str, list[float]] = {"bare": [], "otel": [], "traceduck": []}
+    for fn in (bare, otel_span, traced):  # warm up
+        per_call_us(fn, 2000)
+    traceduck.flush()
+    for _ in range(args.rounds):
+        rows["bare"].append(per_call_us(bare, args.calls))
+        rows["otel"].append(per_call_us(otel_span, args.calls))
+        provider_b.force_flush()
+        rows["traceduck"].append(per_call_us(traced, args.calls))
+        traceduck.flush()
+    for key, values in rows.items():
+        results[f"{key}_us"] = statistics.median(values)
+    results["ratio_c_over_b"] = results["traceduck_us"] / results["otel_us"]
+    print(f"(a) bare function        {results['bare_us']:8.2f} µs/call")
+    print(f"(b) bare OTel span       {results['otel_us']:8.2f} µs/call")
+    print(f"(c) @trace + update      {results['traceduck_us']:8.2f} µs/call")
+    print(f"    ratio c/b            {results['ratio_c_over_b']:8.2f}   (target <= 1.5)")
+    provider_b.shutdown()
+
+    # burst: N traced calls from 4 threads
+    traceduck.configure(os.path.join(tmp, "burst.duckdb"), tracer_provider=TracerProvider())
+    per_thread = args.burst // 4
+    barrier = threading.Barrier(5)
+
+    def worker() -> None:
+        barrier.wait()
+        for i in range(per_thread):
+            traced(i)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for t in threads:
+        t.join()
+    burst_end = time.perf_counter()
+    traceduck.flush(timeout=120)
+    durable = time.perf_counter()
+    stats = traceduck.stats()
+    results["burst_calls_per_s"] = per_thread * 4 / (burst_end - start)
+    results["burst_dropped"] = stats["dropped_spans"]
+    results["burst_durable_after_s"] = durable - burst_end
+    traceduck.shutdown()
+    import duckdb  # noqa: PLC0415
+
+    with duckdb.connect(os.path.join(tmp, "burst.duckdb"), read_only=True) as con:
+        stored = con.execute("SELECT count(*) FROM traces").fetchall()[0][0]
+    results["burst_stored"] = stored
+    print(f"burst of {per_thread * 4} calls from 4 threads: {results['burst_calls_per_s']:,.0f} calls/s, "
+          f"{stats['dropped_spans']} dropped, durable {results['burst_durable_after_s']:.2f} s after the "
+          f"burst ended, {stored} traces stored  (targets: 0 dropped, <= 1 s)")
+
+    # the writer alone, fed pre-built finished spans
+    store = DuckDBStore(os.path.join(tmp, "writer.duckdb"))
+    store.acquire_writer()
+    batch_size = 20_000
+    base = time.time_ns()
+    batches = []
+    resource = {"service.name": "bench"}
+    child_attrs = ({"traceduck.inputs": '{"q": "hi"}', "traceduck.outputs": '"ok"',
+                              "traceduck.span_type": "LLM", "gen_ai.request.model": "gpt-4o"})
+    root_attrs = ({"traceduck.inputs": '{"q": "hi"}', "traceduck.outputs": '"ok"',
+                             "traceduck.span_type": "CHAIN", "a": 1,
+                             "traceduck.trace": json.dumps({"metadata": {"trace.user": "u1", "trace.session": "s1"},
+                                                            "tags": {"tier": "pro"}})})
+    for b in range(args.writer_spans // batch_size):
+        raw = RawSpans()
+        res = raw.resource(resource)
+        for i in range(batch_size // 2):
+            n = b * batch_size + i
+            trace_id = f"{n:032x}"
+            start_ns = base + n * 1000
+            root_id, child_id = f"{2 * n + 1:016x}", f"{2 * n + 2:016x}"
+            raw.add(trace_id, child_id, root_id, False, "llm", "INTERNAL", start_ns + 10, start_ns + 800,
+                    "UNSET", None, dict(child_attrs), None, res)
+            raw.add(trace_id, root_id, None, False, "handle", "INTERNAL", start_ns, start_ns + 900,
+                    "UNSET", None, dict(root_attrs), None, res)
+        batches.append(raw)
+    start = time.perf_counter()
+    for batch in batches:
+        store.write(batch)
+    elapsed = time.perf_counter() - start
+    results["writer_spans_per_s"] = args.writer_spans / elapsed
+    print(f"writer alone: {results['writer_spans_per_s']:,.0f} spans/s stored "
+          f"(batches of {batch_size}, columns prepared, file opened and closed per batch; target >= 50,000)")
+    store.release_writer()
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(results, fh, indent=2)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

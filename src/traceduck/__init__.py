@@ -1,0 +1,65 @@
+"""traceduck: trace LLM applications on OpenTelemetry into DuckDB, and find every request again.
+
+This module is the table of contents of the public API.
+"""
+
+from .config import Settings, configure, flush, settings, shutdown, stats
+from .current_trace import get_current_span_id, get_current_trace_id, update_current_trace
+from .entities import (
+    Assessment,
+    AssessmentError,
+    AssessmentSource,
+    Span,
+    SpanEvent,
+    Trace,
+    TraceData,
+    TraceInfo,
+)
+from .errors import (
+    AssessmentNotFoundError,
+    InvalidFilterError,
+    StoreBusyError,
+    StoreLockedError,
+    TraceduckError,
+    TraceNotFoundError,
+)
+from .paging import InvalidPageTokenError
+from .search import TracePage, count_traces, get_trace, search_traces, search_traces_page
+from .tracing import LiveSpan, start_span, trace
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Assessment",
+    "AssessmentError",
+    "AssessmentNotFoundError",
+    "AssessmentSource",
+    "InvalidFilterError",
+    "InvalidPageTokenError",
+    "LiveSpan",
+    "Settings",
+    "Span",
+    "SpanEvent",
+    "StoreBusyError",
+    "StoreLockedError",
+    "Trace",
+    "TraceData",
+    "TraceInfo",
+    "TraceNotFoundError",
+    "TracePage",
+    "TraceduckError",
+    "configure",
+    "count_traces",
+    "flush",
+    "get_current_span_id",
+    "get_current_trace_id",
+    "get_trace",
+    "search_traces",
+    "search_traces_page",
+    "settings",
+    "shutdown",
+    "start_span",
+    "stats",
+    "trace",
+    "update_current_trace",
+]

@@ -1,0 +1,261 @@
+"""``configure()``: connect traceduck to OpenTelemetry and to a trace store.
+
+traceduck adds ONE span processor to the application's ``TracerProvider`` (or installs a provider
+when the application has none). That processor is a dispatcher whose chain can be replaced, so
+``configure()`` may be called again (tests, notebooks) without stacking processors.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import trace as otel_trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+
+from . import attributes as attr
+
+if TYPE_CHECKING:
+    from .store.base import TraceStore
+
+logger = logging.getLogger("traceduck")
+
+DEFAULT_STORE = "traceduck.duckdb"
+TRACER_NAME = "traceduck"
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name}={raw!r} is not a whole number") from exc
+
+
+@dataclass
+class Settings:
+    """What ``configure()`` was given, after defaults; ``traceduck.settings()`` returns it."""
+
+    store: str
+    service_name: str | None = None
+    environment: str | None = None
+    project: str = "default"
+    api_key: str | None = None
+    max_queue_size: int = 100_000
+    max_batch_size: int = 20_000
+    flush_interval: float = 0.2
+    lock_timeout: float = 10.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_remote(self) -> bool:
+        return self.store.startswith(("http://", "https://"))
+
+
+class _Dispatcher(SpanProcessor):
+    """The one processor traceduck adds to a provider; forwards to a replaceable chain."""
+
+    def __init__(self) -> None:
+        self.chain: tuple[SpanProcessor, ...] = ()
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        for processor in self.chain:
+            processor.on_start(span, parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        for processor in self.chain:
+            processor.on_end(span)
+
+    def shutdown(self) -> None:
+        chain, self.chain = self.chain, ()
+        for processor in chain:
+            try:
+                processor.shutdown()
+            except Exception:
+                logger.exception("traceduck: error while shutting down %r", processor)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return all(p.force_flush(timeout_millis) for p in self.chain)
+
+
+@dataclass
+class _Setup:
+    settings: Settings
+    provider: TracerProvider
+    tracer: otel_trace.Tracer
+    dispatcher: _Dispatcher
+    store: TraceStore | None
+    span_processor: SpanProcessor | None
+
+
+_lock = threading.RLock()
+_setup: _Setup | None = None
+_dispatchers: dict[int, _Dispatcher] = {}  # id(provider) -> the dispatcher added to it
+_installed_provider: TracerProvider | None = None
+
+
+def _provider_for(settings: Settings, tracer_provider: TracerProvider | None) -> TracerProvider:
+    global _installed_provider
+    if tracer_provider is not None:
+        return tracer_provider
+    current = otel_trace.get_tracer_provider()
+    if isinstance(current, TracerProvider):
+        return current  # the application's own provider (or the one we installed earlier)
+    if hasattr(current, "add_span_processor"):
+        return current  # type: ignore[return-value]
+    resource_attrs: dict[str, Any] = {}
+    if settings.service_name:
+        resource_attrs["service.name"] = settings.service_name
+    if settings.environment:
+        resource_attrs["deployment.environment.name"] = settings.environment
+    provider = TracerProvider(resource=Resource.create(resource_attrs))
+    otel_trace.set_tracer_provider(provider)
+    _installed_provider = provider
+    return provider
+
+
+def _root_attributes(settings: Settings) -> dict[str, str]:
+    defaults: dict[str, str] = {}
+    if settings.service_name:
+        defaults[attr.SERVICE_NAME] = settings.service_name
+    if settings.environment:
+        defaults[attr.ENVIRONMENT] = settings.environment
+    out: dict[str, str] = {}
+    if defaults:
+        out[attr.TRACE_DEFAULT_METADATA] = json.dumps(defaults)
+    if settings.project != "default":
+        out[attr.TRACE_PROJECT] = settings.project
+    return out
+
+
+def configure(
+    store: str | os.PathLike[str] | None = None,
+    *,
+    service_name: str | None = None,
+    environment: str | None = None,
+    project: str | None = None,
+    api_key: str | None = None,
+    tracer_provider: TracerProvider | None = None,
+    max_queue_size: int | None = None,
+    max_batch_size: int | None = None,
+    flush_interval: float | None = None,
+    lock_timeout: float | None = None,
+) -> Settings:
+    """Set where traces go and connect traceduck to OpenTelemetry.
+
+    ``store`` is a DuckDB file path (default: env ``TRACEDUCK_STORE``, else ``./traceduck.duckdb``)
+    or the URL of a traceduck collector (``http://host:4318``). If the application already set an
+    OTel ``TracerProvider`` traceduck adds its processor to it, otherwise it installs one.
+    Calling any tracing function without ``configure()`` configures the defaults.
+
+    Raises :class:`~traceduck.StoreLockedError` if another process already writes to the file.
+    """
+    global _setup
+    from .processor import StoreSpanProcessor  # noqa: PLC0415  (keeps the API free of storage)
+    from .roots import RootSpanTracker  # noqa: PLC0415
+
+    settings = Settings(
+        store=os.fspath(store) if store is not None else os.environ.get("TRACEDUCK_STORE", DEFAULT_STORE),
+        service_name=service_name,
+        environment=environment,
+        project=project or os.environ.get("TRACEDUCK_PROJECT", "default"),
+        api_key=api_key or os.environ.get("TRACEDUCK_API_KEY"),
+        max_queue_size=max_queue_size or _env_int("TRACEDUCK_MAX_QUEUE_SIZE", 100_000),
+        max_batch_size=max_batch_size or _env_int("TRACEDUCK_MAX_BATCH_SIZE", 20_000),
+        flush_interval=flush_interval if flush_interval is not None else 0.2,
+        lock_timeout=lock_timeout if lock_timeout is not None else 10.0,
+    )
+    with _lock:
+        shutdown()
+        provider = _provider_for(settings, tracer_provider)
+        store_obj = None
+        if settings.is_remote:
+            from .remote import remote_span_processor  # noqa: PLC0415
+
+            span_processor: SpanProcessor = remote_span_processor(settings)
+        else:
+            from .store.duckdb_store import open_store  # noqa: PLC0415
+
+            store_obj = open_store(settings.store, lock_timeout=settings.lock_timeout)
+            store_obj.acquire_writer()
+            span_processor = StoreSpanProcessor(
+                store_obj,
+                max_queue_size=settings.max_queue_size,
+                max_batch_size=settings.max_batch_size,
+                flush_interval=settings.flush_interval,
+                default_project=settings.project,
+            )
+        dispatcher = _dispatchers.get(id(provider))
+        if dispatcher is None:
+            dispatcher = _Dispatcher()
+            provider.add_span_processor(dispatcher)
+            _dispatchers[id(provider)] = dispatcher
+        dispatcher.chain = (RootSpanTracker(_root_attributes(settings)), span_processor)
+        tracer = provider.get_tracer(TRACER_NAME)
+        _setup = _Setup(settings, provider, tracer, dispatcher, store_obj, span_processor)
+    return settings
+
+
+def get_tracer() -> otel_trace.Tracer:
+    """The tracer traceduck records with; configures the defaults on first use."""
+    setup = _setup
+    if setup is None:
+        with _lock:
+            if _setup is None:
+                configure()
+            setup = _setup
+    assert setup is not None
+    return setup.tracer
+
+
+def current_setup() -> _Setup | None:
+    return _setup
+
+
+def settings() -> Settings:
+    """The active settings (configuring the defaults if nothing was configured yet)."""
+    get_tracer()
+    assert _setup is not None
+    return _setup.settings
+
+
+def flush(timeout: float = 30.0) -> bool:
+    """Write everything recorded so far; True if it all got written within ``timeout`` seconds."""
+    setup = _setup
+    if setup is None or setup.span_processor is None:
+        return True
+    return setup.span_processor.force_flush(int(timeout * 1000))
+
+
+def stats() -> dict[str, Any]:
+    """Counters of the active span processor: queued, written, dropped and failed spans."""
+    setup = _setup
+    processor_stats = getattr(setup.span_processor, "stats", None) if setup else None
+    if processor_stats is None:
+        return {"queued": 0, "written_spans": 0, "written_traces": 0, "dropped_spans": 0,
+                "failed_spans": 0, "batches": 0, "last_error": None}
+    return processor_stats.as_dict()
+
+
+def shutdown() -> None:
+    """Flush and stop traceduck's processor and release the store (configure() may follow)."""
+    global _setup
+    with _lock:
+        setup, _setup = _setup, None
+        if setup is None:
+            return
+        setup.dispatcher.shutdown()
+        if setup.store is not None:
+            setup.store.release_writer()
+
+
+atexit.register(shutdown)

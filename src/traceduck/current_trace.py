@@ -1,0 +1,103 @@
+"""Attach request context (ids, user, session, tags, metadata) to the trace being recorded."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry import trace as otel_trace
+
+from . import attributes as attr
+from .metadata import MAX_VALUE_CHARS, check_metadata, check_tags
+from .roots import carrier_for
+
+logger = logging.getLogger("traceduck")
+
+_STATES = ("OK", "ERROR")
+_warned_outside_trace = False
+
+
+def _check_text(name: str, value: Any) -> str:
+    if type(value) is str and len(value) <= MAX_VALUE_CHARS:
+        return value
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+    if len(value) > MAX_VALUE_CHARS:
+        raise ValueError(f"{name} is {len(value)} characters long; the limit is {MAX_VALUE_CHARS}")
+    return value
+
+
+def _warn_outside_trace() -> None:
+    global _warned_outside_trace
+    if not _warned_outside_trace:
+        _warned_outside_trace = True
+        logger.warning(
+            "update_current_trace() was called outside an active trace; nothing was recorded "
+            "(call it inside a @trace function or a start_span() block)"
+        )
+
+
+def update_current_trace(
+    tags: Mapping[str, Any] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    client_request_id: str | None = None,
+    session_id: str | None = None,
+    user: str | None = None,
+    environment: str | None = None,
+    request_preview: str | None = None,
+    response_preview: str | None = None,
+    state: str | None = None,
+) -> None:
+    """Attach fields to the trace that is being recorded in this context.
+
+    Callable from any depth: the fields land on the trace, not the current span. Tags and metadata
+    merge with what the trace already has; for the same key the latest write wins. ``user``,
+    ``session_id`` and ``environment`` are shorthand for the metadata keys ``trace.user``,
+    ``trace.session`` and ``trace.environment``; every metadata key also becomes a tag.
+
+    Raises ``TypeError``/``ValueError`` naming the key for invalid input. Outside an active trace
+    it logs a warning once and does nothing.
+    """
+    new_metadata = check_metadata(metadata) if metadata is not None else {}
+    for key, value in ((attr.USER, user), (attr.SESSION, session_id), (attr.ENVIRONMENT, environment)):
+        if value is not None:
+            new_metadata[key] = _check_text(key, value)
+    new_tags = check_tags(tags) if tags is not None else {}
+    fields: dict[str, str] = {}
+    if client_request_id is not None:
+        fields["client_request_id"] = _check_text("client_request_id", client_request_id)
+    if request_preview is not None:
+        fields["request_preview"] = _check_text("request_preview", request_preview)
+    if response_preview is not None:
+        fields["response_preview"] = _check_text("response_preview", response_preview)
+    if state is not None:
+        upper = _check_text("state", state).upper()
+        if upper not in _STATES:
+            raise ValueError(f"state must be one of {', '.join(_STATES)}, not {state!r}")
+        fields["state"] = upper
+
+    span = otel_trace.get_current_span()
+    if not span.get_span_context().is_valid or not span.is_recording():
+        _warn_outside_trace()
+        return
+    carrier = carrier_for(span)  # type: ignore[arg-type]
+    if carrier is None:
+        _warn_outside_trace()
+        return
+    try:
+        carrier.update(new_tags, new_metadata, fields)
+    except Exception:  # never let tracing break the request
+        logger.exception("traceduck could not record update_current_trace()")
+
+
+def get_current_trace_id() -> str | None:
+    """The 32-hex-character id of the trace active in this context, or ``None``."""
+    ctx = otel_trace.get_current_span().get_span_context()
+    return format(ctx.trace_id, "032x") if ctx.is_valid else None
+
+
+def get_current_span_id() -> str | None:
+    """The 16-hex-character id of the span active in this context, or ``None``."""
+    ctx = otel_trace.get_current_span().get_span_context()
+    return format(ctx.span_id, "016x") if ctx.is_valid else None

@@ -1,0 +1,200 @@
+"""``StoreSpanProcessor``: hand finished spans to a background writer, never block the app.
+
+``on_end`` runs on the application's thread, so it only appends the span to a bounded queue. One
+writer thread drains the queue in batches, turns spans into columns and writes each batch to the
+store in one transaction. A full queue drops the span and counts it (with a rate-limited warning)
+rather than blocking or raising. ``force_flush`` puts a marker in the queue and waits until the
+writer has stored everything queued before it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+
+from .errors import StoreLockedError
+from .raw_spans import RawSpans
+
+logger = logging.getLogger("traceduck")
+
+#: How long one batch is retried on errors other than a busy file before it is given up.
+RETRY_BUDGET_SECONDS = 60.0
+WARN_EVERY_SECONDS = 10.0
+
+
+class _FlushMarker:
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+
+@dataclass
+class ProcessorStats:
+    """Counters of a processor, readable with ``traceduck.stats()``."""
+
+    queued: int = 0
+    written_spans: int = 0
+    written_traces: int = 0
+    dropped_spans: int = 0
+    failed_spans: int = 0
+    batches: int = 0
+    last_error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class StoreSpanProcessor(SpanProcessor):
+    """Queue finished spans and write them to a trace store from one background thread."""
+
+    def __init__(
+        self,
+        store: Any,
+        max_queue_size: int = 100_000,
+        max_batch_size: int = 20_000,
+        flush_interval: float = 0.2,
+        default_project: str = "default",
+    ) -> None:
+        self.store = store
+        self.max_queue_size = max_queue_size
+        self.max_batch_size = max_batch_size
+        self.flush_interval = flush_interval
+        self.default_project = default_project
+        self.stats = ProcessorStats()
+        self._queue: deque[Any] = deque()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._last_warning = 0.0
+        self._pid = os.getpid()
+        self._thread: threading.Thread | None = None
+        self._thread_lock = threading.Lock()
+        self._start_thread()
+
+    # -- application side ------------------------------------------------------------------
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        pass
+
+    def on_end(self, span: ReadableSpan) -> None:
+        queue = self._queue
+        if len(queue) >= self.max_queue_size or self._stopping:
+            self._drop(1)
+            return
+        queue.append(span)
+        if len(queue) >= self.max_batch_size and not self._wake.is_set():
+            self._wake.set()
+        if self._pid != os.getpid():  # forked: the writer thread did not survive the fork
+            self._after_fork()
+
+    def _drop(self, count: int) -> None:
+        self.stats.dropped_spans += count
+        now = time.monotonic()
+        if now - self._last_warning >= WARN_EVERY_SECONDS:
+            self._last_warning = now
+            logger.warning(
+                "traceduck dropped spans because its queue is full (max_queue_size=%d); "
+                "%d dropped so far", self.max_queue_size, self.stats.dropped_spans,
+            )
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        marker = _FlushMarker()
+        self._queue.append(marker)
+        self._wake.set()
+        return marker.done.wait(timeout_millis / 1000)
+
+    def shutdown(self) -> None:
+        if self._stopping:
+            return
+        self.force_flush(30000)
+        self._stopping = True
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=30)
+
+    # -- writer side -----------------------------------------------------------------------
+    def _start_thread(self) -> None:
+        with self._thread_lock:
+            self._thread = threading.Thread(target=self._run, name="traceduck-writer", daemon=True)
+            self._thread.start()
+
+    def _after_fork(self) -> None:
+        self._pid = os.getpid()
+        self._queue.clear()
+        self._wake = threading.Event()
+        self._thread_lock = threading.Lock()
+        self._start_thread()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.flush_interval)
+            self._wake.clear()
+            try:
+                self._drain()
+            except Exception:  # the writer must outlive any single failure
+                logger.exception("traceduck writer failed")
+            if self._stopping and not self._queue:
+                return
+
+    def _drain(self) -> None:
+        queue = self._queue
+        while queue:
+            spans: list[ReadableSpan] = []
+            markers: list[_FlushMarker] = []
+            while queue and len(spans) < self.max_batch_size:
+                item = queue.popleft()
+                if isinstance(item, _FlushMarker):
+                    markers.append(item)
+                    break
+                spans.append(item)
+            self.stats.queued = len(queue)
+            if spans:
+                self._write(spans)
+            for marker in markers:
+                marker.done.set()
+
+    def _write(self, spans: list[ReadableSpan]) -> None:
+        raw = RawSpans(self.default_project)
+        for span in spans:
+            try:
+                raw.add_readable(span)
+            except Exception:
+                self.stats.failed_spans += 1
+                logger.exception("traceduck could not convert span %r", getattr(span, "name", span))
+        deadline = time.monotonic() + RETRY_BUDGET_SECONDS
+        delay = 0.05
+        while True:
+            try:
+                result = self.store.write(raw)
+            except StoreLockedError as exc:
+                self._give_up(len(raw), exc)
+                return
+            except Exception as exc:  # busy file, disk full, ...: retry for a while
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                if self._stopping or time.monotonic() >= deadline:
+                    self._give_up(len(raw), exc)
+                    return
+                now = time.monotonic()
+                if now - self._last_warning >= WARN_EVERY_SECONDS:
+                    self._last_warning = now
+                    logger.warning("traceduck could not write %d spans, retrying: %s", len(raw), exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            self.stats.written_spans += result.spans
+            self.stats.written_traces += result.traces
+            self.stats.batches += 1
+            return
+
+    def _give_up(self, count: int, exc: BaseException) -> None:
+        self.stats.failed_spans += count
+        self.stats.last_error = f"{type(exc).__name__}: {exc}"
+        logger.error("traceduck gave up writing %d spans: %s", count, exc)

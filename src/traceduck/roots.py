@@ -1,0 +1,137 @@
+"""Which live span carries each trace's trace-level fields.
+
+``update_current_trace()`` can be called from any depth of a trace and must land on the trace,
+not on the current child span. A tiny span processor remembers the local root span of every live
+trace (a span with no parent, or a remote parent); updates are merged into a ``TraceCarrier`` and
+written onto that root as span attributes, so they travel with it through any exporter.
+
+When traceduck itself started the root (``@trace``/``start_span``) the carrier is *lazy*: updates
+only merge dictionaries and the attributes are serialised once, just before the root ends. A root
+started by other instrumentation (a FastAPI server span, say) gets its attributes on every update.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+
+from . import attributes as attr
+from .serialize import dumps
+
+
+class TraceCarrier:
+    """A live span that carries trace-level fields, with the fields merged so far."""
+
+    __slots__ = ("span", "tags", "metadata", "fields", "lock", "lazy", "dirty")
+
+    def __init__(self, span: Span) -> None:
+        self.span = span
+        self.tags: dict[str, str | None] = {}
+        self.metadata: dict[str, Any] = {}
+        self.fields: dict[str, str] = {}
+        self.lock = threading.Lock()
+        self.lazy = False
+        self.dirty = False
+
+    def serialized(self) -> str:
+        """The value of the one span attribute that carries the trace fields (attr.TRACE_FIELDS)."""
+        fields: dict[str, Any] = dict(self.fields)
+        if self.metadata:
+            fields["metadata"] = self.metadata
+        if self.tags:
+            fields["tags"] = self.tags
+        return dumps(fields)
+
+    def update(self, tags: dict[str, str | None], metadata: dict[str, Any], fields: dict[str, str]) -> None:
+        """Merge one update (latest write wins per key) and record it on the span."""
+        with self.lock:
+            if metadata:
+                self.metadata.update(metadata)
+                for key in metadata:  # the metadata write is later than an explicit tag of that key
+                    self.tags.pop(key, None)
+            if tags:
+                self.tags.update(tags)
+            if fields:
+                self.fields.update(fields)
+            if self.lazy:
+                self.dirty = True
+            else:
+                self.span.set_attribute(attr.TRACE_FIELDS, self.serialized())
+
+
+#: trace id (int) -> carrier of that trace's fields in this process.
+_carriers: dict[int, TraceCarrier] = {}
+
+
+def carrier_for(span: Span) -> TraceCarrier | None:
+    """The carrier of ``span``'s trace: its live local root, else ``span`` itself if it is live."""
+    trace_id = span.get_span_context().trace_id
+    carrier = _carriers.get(trace_id)
+    if carrier is not None and carrier.span.is_recording():
+        return carrier
+    if not span.is_recording():
+        return None
+    # The root is gone or was never seen (started before traceduck was set up): the current span
+    # carries the fields and the store merges them into the trace.
+    carrier = TraceCarrier(span)
+    _carriers[trace_id] = carrier
+    return carrier
+
+
+def claim_root(span: Span) -> bool:
+    """Called by traceduck's own wrappers after starting a span: make its carrier lazy.
+
+    Returns True if ``span`` is a local root (the caller must then call :func:`release_root`).
+    """
+    parent = span.parent  # type: ignore[attr-defined]
+    if parent is not None and not parent.is_remote:
+        return False
+    carrier = _carriers.get(span.get_span_context().trace_id)
+    if carrier is not None and carrier.span is span:
+        carrier.lazy = True
+        return True
+    return False
+
+
+def release_root(span: Span) -> None:
+    """Write the carrier's fields onto a root started by traceduck, just before it ends."""
+    carrier = _carriers.get(span.get_span_context().trace_id)
+    if carrier is None or carrier.span is not span:
+        return
+    with carrier.lock:
+        carrier.lazy = False  # updates from other threads after this point are written at once
+        if carrier.dirty:
+            carrier.dirty = False
+            span.set_attribute(attr.TRACE_FIELDS, carrier.serialized())
+
+
+class RootSpanTracker(SpanProcessor):
+    """Remembers the live local root span of each trace; stamps configured root attributes."""
+
+    def __init__(self, root_attributes: dict[str, str] | None = None) -> None:
+        self._root_attributes = root_attributes or None
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        parent = span.parent
+        if parent is None or parent.is_remote:
+            trace_id = span.context.trace_id
+            # The outermost local root wins if a trace has several in this process.
+            if trace_id not in _carriers:
+                _carriers[trace_id] = TraceCarrier(span)
+            if self._root_attributes:
+                span.set_attributes(self._root_attributes)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        trace_id = span.context.trace_id
+        carrier = _carriers.get(trace_id)
+        if carrier is not None and carrier.span.context.span_id == span.context.span_id:
+            _carriers.pop(trace_id, None)
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True

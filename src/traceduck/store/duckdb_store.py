@@ -1,0 +1,73 @@
+"""``DuckDBStore``: the embedded trace store, one per DuckDB file per process."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+from ..entities import Trace
+from ..raw_spans import RawSpans
+from .connection import DuckDBFile
+from . import query as query_sql
+from .reader import get_trace
+from .writer import PendingPatches, WriteStats, write_batch
+
+_stores: dict[str, DuckDBStore] = {}
+_stores_lock = threading.Lock()
+
+
+def open_store(path: str | os.PathLike[str], lock_timeout: float = 10.0) -> DuckDBStore:
+    """The process-wide store object for the DuckDB file at ``path``."""
+    key = os.path.realpath(os.fspath(path))
+    with _stores_lock:
+        store = _stores.get(key)
+        if store is None:
+            store = _stores[key] = DuckDBStore(key, lock_timeout=lock_timeout)
+        else:
+            store.file.lock_timeout = lock_timeout
+        return store
+
+
+class DuckDBStore:
+    """Trace storage in one DuckDB file (see ``docs/schema.md`` for the tables)."""
+
+    def __init__(self, path: str, lock_timeout: float = 10.0, hold_open: bool = False) -> None:
+        self.file = DuckDBFile(path, lock_timeout=lock_timeout, hold_open=hold_open)
+        self.pending = PendingPatches()
+        #: Skip spans already stored (needed where exporters may deliver a span twice).
+        self.dedupe_spans = False
+        #: Searches through this object see only this project's traces (None: all of them).
+        self.project: str | None = None
+
+    @property
+    def path(self) -> str:
+        return self.file.path
+
+    def acquire_writer(self) -> None:
+        self.file.acquire_writer()
+
+    def release_writer(self) -> None:
+        self.file.release_writer()
+
+    def connect(self, write: bool = False) -> Any:
+        return self.file.connect(write=write)
+
+    def write(self, raw: RawSpans) -> WriteStats:
+        """Store finished spans (and the traces whose roots are among them) in one transaction."""
+        if not self.file.is_writer:
+            self.file.acquire_writer()  # raises StoreLockedError when another process writes
+        with self.file.connect(write=True) as con:
+            return write_batch(con, raw, self.pending, dedupe_spans=self.dedupe_spans)
+
+    def get_trace(self, trace_id: str) -> Trace | None:
+        with self.file.connect() as con:
+            return get_trace(con, trace_id, self.project)
+
+    def search(self, query: query_sql.SearchQuery) -> query_sql.PageRows:
+        with self.file.connect() as con:
+            return query_sql.search(con, query)
+
+    def count(self, node: Any, filter_string: str | None = None) -> int:
+        with self.file.connect() as con:
+            return query_sql.count(con, node, self.project)

@@ -1,0 +1,72 @@
+"""Search a DuckDB trace store: one parameterised statement per page, then spans in one more."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+
+from ..entities import Trace
+from ..filters import Node, OrderTerm, compile_filter, order_by_sql, order_key_sql, seek_predicate
+from .reader import TRACE_INFO_SQL, traces_from_rows
+
+
+@dataclass
+class SearchQuery:
+    """A parsed search, ready for a store."""
+
+    filter_string: str | None
+    node: Node | None
+    order_by: list[str] | None
+    terms: list[OrderTerm]
+    page_size: int | None  # None = every match
+    seek_values: list[Any] | None
+    include_spans: bool
+    project: str | None
+
+
+@dataclass
+class PageRows:
+    traces: list[Trace]
+    last_key: list[Any] | None  # sort-key values of the last trace, when more may follow
+
+
+def search(con: duckdb.DuckDBPyConnection, query: SearchQuery) -> PageRows:
+    where_sql, where_params = compile_filter(query.node)
+    key_exprs, key_params = order_key_sql(query.terms)
+    order_sql, order_params = order_by_sql(query.terms)
+    conditions = [f"({where_sql})"]
+    params: list[Any] = [*key_params, *where_params]
+    if query.project is not None:
+        conditions.append("t.project = ?")
+        params.append(query.project)
+    if query.seek_values is not None:
+        seek_sql, seek_params = seek_predicate(query.terms, query.seek_values)
+        conditions.append(seek_sql)
+        params.extend(seek_params)
+    params.extend(order_params)
+    sql = (
+        f"SELECT {TRACE_INFO_SQL}, {', '.join(key_exprs)} FROM traces t"
+        f" WHERE {' AND '.join(conditions)} ORDER BY {order_sql}"
+    )
+    if query.page_size is not None:
+        sql += " LIMIT ?"
+        params.append(query.page_size + 1)  # one more row tells whether another page follows
+    rows = con.execute(sql, params).fetchall()
+    more = query.page_size is not None and len(rows) > query.page_size
+    if more:
+        rows = rows[: query.page_size]
+    width = len(key_exprs)
+    traces = traces_from_rows(con, [r[:-width] for r in rows], include_spans=query.include_spans)
+    last_key = list(rows[-1][-width:]) if more and rows else None
+    return PageRows(traces, last_key)
+
+
+def count(con: duckdb.DuckDBPyConnection, node: Node | None, project: str | None) -> int:
+    where_sql, params = compile_filter(node)
+    sql = f"SELECT count(*) FROM traces t WHERE ({where_sql})"
+    if project is not None:
+        sql += " AND t.project = ?"
+        params = [*params, project]
+    return int(con.execute(sql, params).fetchall()[0][0])

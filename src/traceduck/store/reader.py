@@ -1,0 +1,183 @@
+"""Read stored traces back into ``Trace`` objects (one query per table, never one per trace)."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from ..entities import (
+    Assessment,
+    AssessmentError,
+    AssessmentSource,
+    Span,
+    SpanEvent,
+    Trace,
+    TraceData,
+    TraceInfo,
+)
+from ..serialize import from_json
+
+HEX_ID = "replace(CAST({col} AS VARCHAR), '-', '')"
+
+#: Columns of ``traces t`` that make a ``TraceInfo`` (in this order).
+TRACE_INFO_SQL = (
+    f"{HEX_ID.format(col='t.trace_id')} AS trace_id, t.project, t.name, t.state, t.request_time,"
+    " t.execution_duration, t.client_request_id, t.request_preview, t.response_preview, t.tags,"
+    " t.metadata_json"
+)
+
+_SPAN_SQL = (
+    f"SELECT {HEX_ID.format(col='trace_id')}, span_id, parent_span_id, name, span_type, kind,"
+    " start_time_ns, end_time_ns, status, status_message, attributes, inputs, outputs, events"
+    " FROM spans WHERE trace_id IN (SELECT CAST(trace_id AS UUID) FROM _td_ids){window}"
+    " ORDER BY trace_id, start_time_ns, span_id"
+)
+#: How far before its trace's root a span may start (clock skew between hosts) and how long
+#: after the root ended (fire-and-forget work) and still be found by a search. Bounding the span
+#: lookup by time lets DuckDB skip row groups; ``get_trace`` looks without bounds.
+SPAN_WINDOW_BEFORE_MS = 60 * 60 * 1000
+SPAN_WINDOW_AFTER_MS = 24 * 60 * 60 * 1000
+
+_ASSESSMENT_COLUMNS = (
+    "assessment_id, {hex} AS trace_id, kind, name, value_json, source_type, source_id, rationale,"
+    " metadata_json, error_json, span_id, valid, overrides, create_time, last_update_time,"
+    " target_kind, target, project"
+).format(hex=HEX_ID.format(col="trace_id"))
+
+
+def info_from_row(row: tuple) -> TraceInfo:
+    (trace_id, project, name, state, request_time, duration, client_request_id,
+     request_preview, response_preview, tags, metadata_json) = row[:11]  # fmt: skip
+    return TraceInfo(
+        trace_id=trace_id,
+        client_request_id=client_request_id,
+        name=name,
+        state=state,
+        request_time=request_time,
+        execution_duration=duration,
+        request_preview=request_preview,
+        response_preview=response_preview,
+        tags=dict(tags or {}),
+        metadata=json.loads(metadata_json) if metadata_json else {},
+        project=project,
+    )
+
+
+def span_from_row(row: tuple) -> Span:
+    (trace_id, span_id, parent, name, span_type, kind, start, end, status, message,
+     attributes, inputs, outputs, events) = row  # fmt: skip
+    return Span(
+        trace_id=trace_id,
+        span_id=span_id,
+        parent_id=parent,
+        name=name,
+        span_type=span_type or "UNKNOWN",
+        kind=kind or "INTERNAL",
+        start_time_ns=start,
+        end_time_ns=end,
+        status=status,
+        status_message=message,
+        attributes=json.loads(attributes) if attributes else {},
+        inputs=from_json(inputs),
+        outputs=from_json(outputs),
+        events=[SpanEvent(**e) for e in json.loads(events)] if events else [],
+    )
+
+
+def assessment_from_row(row: tuple) -> Assessment:
+    (assessment_id, trace_id, kind, name, value_json, source_type, source_id, rationale,
+     metadata_json, error_json, span_id, valid, overrides, create_time, last_update_time,
+     target_kind, target, project) = row  # fmt: skip
+    error = json.loads(error_json) if error_json else None
+    return Assessment(
+        assessment_id=assessment_id,
+        trace_id=trace_id,
+        kind=kind,
+        name=name,
+        value=json.loads(value_json) if value_json is not None else None,
+        source=AssessmentSource(source_type, source_id),
+        rationale=rationale,
+        metadata=json.loads(metadata_json) if metadata_json else {},
+        error=AssessmentError(**error) if error else None,
+        span_id=span_id,
+        valid=valid,
+        overrides=overrides,
+        create_time_ms=create_time,
+        last_update_time_ms=last_update_time,
+        target_kind=target_kind,
+        target=target,
+        project=project,
+    )
+
+
+def _with_ids(con: duckdb.DuckDBPyConnection, trace_ids: list[str], sql: str,
+              params: list[Any] | None = None) -> list[tuple]:
+    con.register("_td_ids", pa.table({"trace_id": pa.array(trace_ids, pa.string())}))
+    try:
+        return con.execute(sql, params or []).fetchall()
+    finally:
+        con.unregister("_td_ids")
+
+
+def spans_for(con: duckdb.DuckDBPyConnection, trace_ids: list[str],
+              window_ms: tuple[int, int] | None = None) -> dict[str, list[Span]]:
+    """Spans of the given traces; ``window_ms`` bounds their start times (epoch ms)."""
+    out: dict[str, list[Span]] = defaultdict(list)
+    if trace_ids:
+        if window_ms is None:
+            rows = _with_ids(con, trace_ids, _SPAN_SQL.format(window=""))
+        else:
+            sql = _SPAN_SQL.format(window=" AND start_time_ns BETWEEN ? AND ?")
+            rows = _with_ids(con, trace_ids, sql, [window_ms[0] * 1_000_000, window_ms[1] * 1_000_000])
+        for row in rows:
+            out[row[0]].append(span_from_row(row))
+    return out
+
+
+def assessments_for(con: duckdb.DuckDBPyConnection, trace_ids: list[str]) -> dict[str, list[Assessment]]:
+    out: dict[str, list[Assessment]] = defaultdict(list)
+    if trace_ids:
+        sql = (
+            f"SELECT {_ASSESSMENT_COLUMNS} FROM assessments"
+            " WHERE trace_id IN (SELECT CAST(trace_id AS UUID) FROM _td_ids)"
+            " ORDER BY create_time, assessment_id"
+        )
+        for row in _with_ids(con, trace_ids, sql):
+            out[row[1]].append(assessment_from_row(row))
+    return out
+
+
+def traces_from_rows(con: duckdb.DuckDBPyConnection, rows: list[tuple], include_spans: bool = True,
+                     bounded: bool = True) -> list[Trace]:
+    """``Trace`` objects for ``traces`` rows selected with :data:`TRACE_INFO_SQL`, in row order."""
+    infos = [info_from_row(r) for r in rows]
+    ids = [i.trace_id for i in infos]
+    spans: dict[str, list[Span]] = {}
+    if include_spans and infos:
+        window = None
+        if bounded:
+            window = (
+                min(i.request_time for i in infos) - SPAN_WINDOW_BEFORE_MS,
+                max(i.request_time + (i.execution_duration or 0) for i in infos) + SPAN_WINDOW_AFTER_MS,
+            )
+        spans = spans_for(con, ids, window)
+    assessments = assessments_for(con, ids)
+    for info in infos:
+        info.assessments = assessments.get(info.trace_id, [])
+    return [Trace(info, TraceData(spans.get(info.trace_id, []))) for info in infos]
+
+
+def get_trace(con: duckdb.DuckDBPyConnection, trace_id: str, project: str | None = None) -> Trace | None:
+    sql = f"SELECT {TRACE_INFO_SQL} FROM traces t WHERE t.trace_id = TRY_CAST(? AS UUID)"
+    params: list[Any] = [trace_id]
+    if project is not None:
+        sql += " AND t.project = ?"
+        params.append(project)
+    rows = con.execute(sql, params).fetchall()
+    if not rows:
+        return None
+    return traces_from_rows(con, rows[:1], bounded=False)[0]

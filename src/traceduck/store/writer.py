@@ -1,0 +1,323 @@
+"""Write a batch of raw spans into DuckDB: spans and trace rows built in SQL, one transaction.
+
+The writer thread shares the GIL with the application, so the per-span work happens here in
+DuckDB (GIL released, vectorised): parsing the attributes, extracting inputs, outputs and trace
+fields, merging metadata, auto-tags and previews. Traces that must be merged with something
+already known (see :mod:`traceduck.trace_rows`) are the rare exception handled in Python.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import duckdb
+import pyarrow as pa
+
+from ..raw_spans import RawSpans
+from ..trace_rows import TRACE_COLUMNS, TraceRow
+
+#: Trace fields waiting for a root span that has not been stored yet.
+MAX_PENDING_PATCHES = 10_000
+PREVIEW_CHARS = 1000
+
+
+def _attr(key: str) -> str:
+    """Text of span attribute ``key`` from the attributes JSON (a constant of ours, never input)."""
+    return "json_extract_string(attributes, '$.\"" + key + "\"')"
+
+
+def _resource_attr(key: str) -> str:
+    return "json_extract_string(resource, '$.\"" + key + "\"')"
+
+
+def _json_map(expr: str, value_type: str) -> str:
+    return f"TRY_CAST(TRY_CAST({expr} AS JSON) AS MAP(VARCHAR, {value_type}))"
+
+
+def _string_forms(map_sql: str) -> str:
+    """MAP(VARCHAR, JSON) -> MAP(VARCHAR, VARCHAR) of each value's string form (see metadata.py)."""
+    return (
+        f"map_from_entries(list_transform(map_entries({map_sql}), lambda e: {{'key': e.key, 'value': "
+        "CASE json_type(e.value) WHEN 'OBJECT' THEN coalesce(json_extract_string(e.value, '$.url'),"
+        " json_extract_string(e.value, '$.value')) ELSE json_extract_string(e.value, '$') END}))"
+    )
+
+
+def _entries(*pairs: tuple[str, str]) -> str:
+    """A MAP(VARCHAR, JSON) of the pairs whose value is not NULL."""
+    items = ", ".join(f"{{'key': '{key}', 'value': to_json({value})}}" for key, value in pairs)
+    return f"map_from_entries(list_filter([{items}], lambda e: e.value IS NOT NULL))"
+
+
+def _preview(column: str) -> str:
+    return (
+        f"CASE WHEN length({column}) > {PREVIEW_CHARS} THEN left({column}, {PREVIEW_CHARS - 3}) || '...'"
+        f" ELSE {column} END"
+    )
+
+
+_EMPTY_JSON_MAP = "MAP {}::MAP(VARCHAR, JSON)"
+_EMPTY_TEXT_MAP = "MAP {}::MAP(VARCHAR, VARCHAR)"
+_SERVICE = _resource_attr("service.name")
+
+_SPAN_COLUMNS = (
+    "trace_id", "span_id", "parent_span_id", "project", "name", "span_type", "kind",
+    "start_time_ns", "end_time_ns", "status", "status_message", "attributes", "inputs",
+    "outputs", "events",
+)  # fmt: skip
+_SPANS_SELECT = (
+    "SELECT CAST(trace_id AS UUID), span_id, parent_span_id, coalesce(project, $default_project),"
+    " name, span_type, kind, start_time_ns, end_time_ns, status, status_message, attributes,"
+    " inputs, outputs, events FROM _td_raw"
+)
+
+#: Metadata a root gets without the application setting it: from its OTel Resource and the
+#: configure() defaults, computed once per distinct pair in the batch.
+_IMPLICIT_SQL = (
+    "SELECT idx, default_metadata, map_concat("
+    + _entries(
+        ("trace.environment", f"coalesce({_resource_attr('deployment.environment.name')},"
+                              f" {_resource_attr('deployment.environment')})"),
+        ("service.name", f"CASE WHEN NOT starts_with({_SERVICE}, 'unknown_service') THEN {_SERVICE} END"),
+        ("service.version", _resource_attr("service.version")),
+    )
+    + f", coalesce({_json_map('default_metadata', 'JSON')}, {_EMPTY_JSON_MAP})) AS implicit"
+    " FROM (SELECT DISTINCT r.resource AS idx, r.default_metadata, x.resource"
+    "       FROM _td_raw r JOIN _td_res x ON x.idx = r.resource WHERE r.is_root)"
+)
+# OTel identity attributes (enduser.id, session.id, ...) on a root, for the few roots that have any.
+_IDENTITY = _entries(
+    ("trace.user", f"coalesce({_attr('enduser.id')}, {_attr('user.id')}, {_attr('mlflow.trace.user')})"),
+    ("trace.session", f"coalesce({_attr('gen_ai.conversation.id')}, {_attr('session.id')},"
+                      f" {_attr('mlflow.trace.session')})"),
+)
+_HAS_IDENTITY = (
+    "regexp_matches(attributes, '\"(enduser\\.id|user\\.id|session\\.id|gen_ai\\.conversation\\.id"
+    "|mlflow\\.trace\\.(user|session))\"')"
+)
+
+#: One trace row (or patch) per span that is a local root or carries trace fields.
+_TRACE_ROWS_SQL = f"""
+SELECT
+    trace_id AS hex_id, seq, coalesce(project, $default_project) AS project,
+    CASE WHEN is_root THEN name END AS name,
+    CASE WHEN is_root THEN coalesce(t_state, CASE WHEN status = 'ERROR' THEN 'ERROR' ELSE 'OK' END)
+         ELSE t_state END AS state,
+    CASE WHEN is_root THEN start_time_ns // 1000000 END AS request_time,
+    CASE WHEN is_root THEN end_time_ns // 1000000 - start_time_ns // 1000000 END AS execution_duration,
+    CASE WHEN is_root THEN end_time_ns // 1000000 END AS end_time,
+    json_extract_string(tf, '$.client_request_id') AS client_request_id,
+    tags['trace.user'] AS trace_user,
+    tags['trace.session'] AS session_id,
+    tags['trace.environment'] AS environment,
+    coalesce(json_extract_string(tf, '$.request_preview'),
+             CASE WHEN is_root THEN {_preview('inputs')} END) AS request_preview,
+    coalesce(json_extract_string(tf, '$.response_preview'),
+             CASE WHEN is_root THEN {_preview('outputs')} END) AS response_preview,
+    tags,
+    meta_text AS metadata,
+    CAST(meta_json AS VARCHAR) AS metadata_json,
+    CASE WHEN is_root THEN span_id END AS root_span_id,
+    $stored_at AS stored_at
+FROM (
+    SELECT *,
+        map_concat(meta_text, coalesce(TRY_CAST(json_extract(tf, '$.tags') AS MAP(VARCHAR, VARCHAR)),
+                                       {_EMPTY_TEXT_MAP})) AS tags
+    FROM (
+        SELECT *,
+            -- typed values ({{"type": ...}}) need the slow path; plain scalars cast directly
+            CASE WHEN contains(CAST(meta_json AS VARCHAR), '"type":') THEN {_string_forms('meta')}
+                 ELSE TRY_CAST(meta_json AS MAP(VARCHAR, VARCHAR)) END AS meta_text
+        FROM (
+            SELECT *, to_json(meta) AS meta_json FROM (SELECT *,
+                map_concat(
+                    coalesce(implicit, {_EMPTY_JSON_MAP}),
+                    CASE WHEN is_root AND attributes IS NOT NULL AND {_HAS_IDENTITY} THEN {_IDENTITY} END,
+                    coalesce(TRY_CAST(json_extract(tf, '$.metadata') AS MAP(VARCHAR, JSON)), {_EMPTY_JSON_MAP})
+                ) AS meta
+            FROM (
+                SELECT r.*, i.implicit, TRY_CAST(r.trace_fields AS JSON) AS tf,
+                       json_extract_string(TRY_CAST(r.trace_fields AS JSON), '$.state') AS t_state
+                FROM _td_raw r
+                LEFT JOIN ({_IMPLICIT_SQL}) i
+                  ON r.is_root AND i.idx = r.resource
+                 AND i.default_metadata IS NOT DISTINCT FROM r.default_metadata
+                WHERE r.is_root OR r.trace_fields IS NOT NULL
+            ))
+        )
+    )
+)
+"""
+
+_INSERT_COLUMNS = ", ".join(TRACE_COLUMNS)
+_ROW_SELECT = ", ".join("CAST(hex_id AS UUID)" if c == "trace_id" else c for c in TRACE_COLUMNS)
+_ROW_FIELDS = ", ".join("hex_id AS trace_id" if c == "trace_id" else c for c in TRACE_COLUMNS)
+
+
+@dataclass
+class WriteStats:
+    spans: int = 0
+    traces: int = 0
+    merged: int = 0
+    duplicate_spans: int = 0
+
+
+class PendingPatches:
+    """Trace fields whose trace has no row yet; merged in when the root arrives."""
+
+    def __init__(self, limit: int = MAX_PENDING_PATCHES) -> None:
+        self.limit = limit
+        self._items: OrderedDict[str, TraceRow] = OrderedDict()
+
+    def add(self, row: TraceRow) -> None:
+        existing = self._items.get(row.trace_id)
+        if existing is not None:
+            existing.merge(row)
+            return
+        self._items[row.trace_id] = row
+        while len(self._items) > self.limit:
+            self._items.popitem(last=False)
+
+    def __contains__(self, trace_id: object) -> bool:
+        return trace_id in self._items
+
+    def take(self, trace_id: str) -> TraceRow | None:
+        return self._items.pop(trace_id, None)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def _register_ids(con: duckdb.DuckDBPyConnection, name: str, ids: list[str]) -> None:
+    con.register(name, pa.table({"id": pa.array(ids, pa.string())}))
+
+
+def _insert_spans(con: duckdb.DuckDBPyConnection, raw: RawSpans, params: dict, dedupe: bool) -> int:
+    columns = ", ".join(_SPAN_COLUMNS)
+    if not dedupe:
+        con.execute(f"INSERT INTO spans ({columns}) {_SPANS_SELECT}", params)
+        return len(raw)
+    low, high = raw.start_range()
+    before = con.execute("SELECT count(*) FROM spans").fetchall()[0][0]
+    con.execute(
+        f"INSERT INTO spans ({columns}) SELECT * FROM ({_SPANS_SELECT}) b"
+        " QUALIFY row_number() OVER (PARTITION BY b.trace_id, b.span_id) = 1"
+        " AND NOT EXISTS (SELECT 1 FROM spans s WHERE s.start_time_ns BETWEEN $low AND $high"
+        " AND s.trace_id = b.trace_id AND s.span_id = b.span_id)",
+        {**params, "low": low, "high": high},
+    )
+    return con.execute("SELECT count(*) FROM spans").fetchall()[0][0] - before
+
+
+def _conflicting_ids(con: duckdb.DuckDBPyConnection, raw: RawSpans, pending: PendingPatches,
+                     check_existing: bool) -> set[str]:
+    """Traces of this batch whose row must be merged in Python."""
+    conflicts = set(raw.patch_ids)
+    seen: set[str] = set()
+    for trace_id in raw.root_ids:
+        if trace_id in seen or trace_id in pending:
+            conflicts.add(trace_id)
+        seen.add(trace_id)
+    if check_existing and seen:
+        _register_ids(con, "_td_roots", list(seen))
+        try:
+            rows = con.execute(
+                "SELECT id FROM _td_roots WHERE CAST(id AS UUID) IN (SELECT trace_id FROM traces)"
+            ).fetchall()
+        finally:
+            con.unregister("_td_roots")
+        conflicts.update(r[0] for r in rows)
+    return conflicts
+
+
+def _merge_conflicts(con: duckdb.DuckDBPyConnection, conflicts: set[str], pending: PendingPatches,
+                     params: dict, stats: WriteStats) -> None:
+    ids = sorted(conflicts)
+    names = TRACE_COLUMNS
+    _register_ids(con, "_td_conflicts", ids)
+    try:
+        existing = con.execute(
+            f"SELECT replace(CAST(trace_id AS VARCHAR), '-', '') AS trace_id, {', '.join(TRACE_COLUMNS[1:])}"
+            " FROM traces WHERE trace_id IN (SELECT CAST(id AS UUID) FROM _td_conflicts)"
+        ).fetchall()
+        incoming = con.execute(
+            f"SELECT {_ROW_FIELDS} FROM ({_TRACE_ROWS_SQL}) WHERE hex_id IN (SELECT id FROM _td_conflicts)"
+            " ORDER BY seq",
+            params,
+        ).fetchall()
+        if existing:
+            con.execute("DELETE FROM traces WHERE trace_id IN (SELECT CAST(id AS UUID) FROM _td_conflicts)")
+    finally:
+        con.unregister("_td_conflicts")
+    merged: dict[str, TraceRow] = {}
+    for values in existing:
+        row = TraceRow.from_values(dict(zip(names, values)))
+        merged[row.trace_id] = row
+    for trace_id in ids:
+        patch = pending.take(trace_id)
+        if patch is not None:
+            if trace_id in merged:
+                merged[trace_id].merge(patch)
+            else:
+                merged[trace_id] = patch
+    for values in incoming:
+        row = TraceRow.from_values(dict(zip(names, values)))
+        if row.trace_id in merged:
+            merged[row.trace_id].merge(row)
+        else:
+            merged[row.trace_id] = row
+    complete = [row for row in merged.values() if row.is_complete]
+    for row in merged.values():
+        if not row.is_complete:
+            pending.add(row)
+    if complete:
+        placeholders = ", ".join("CAST(? AS UUID)" if c == "trace_id" else "?" for c in TRACE_COLUMNS)
+        con.executemany(
+            f"INSERT INTO traces ({_INSERT_COLUMNS}) VALUES ({placeholders})",
+            [row.values(params["stored_at"]) for row in complete],
+        )
+    stats.merged += len(complete)
+
+
+def write_batch(
+    con: duckdb.DuckDBPyConnection,
+    raw: RawSpans,
+    pending: PendingPatches,
+    dedupe_spans: bool = False,
+) -> WriteStats:
+    """Write ``raw`` in one transaction; the caller holds ``con`` for the whole call."""
+    stats = WriteStats()
+    params = {"stored_at": int(time.time() * 1000), "default_project": raw.default_project}
+    con.register("_td_raw", raw.to_arrow())
+    con.register("_td_res", raw.resources_arrow())
+    try:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            stats.spans = _insert_spans(con, raw, {"default_project": raw.default_project}, dedupe_spans)
+            stats.duplicate_spans = len(raw) - stats.spans
+            conflicts = _conflicting_ids(con, raw, pending, check_existing=raw.has_remote_roots or dedupe_spans)
+            where = ""
+            if conflicts:
+                _register_ids(con, "_td_skip", sorted(conflicts))
+                where = " WHERE hex_id NOT IN (SELECT id FROM _td_skip) AND root_span_id IS NOT NULL"
+            try:
+                con.execute(
+                    f"INSERT INTO traces ({_INSERT_COLUMNS}) SELECT {_ROW_SELECT} FROM ({_TRACE_ROWS_SQL}){where}",
+                    params,
+                )
+            finally:
+                if conflicts:
+                    con.unregister("_td_skip")
+            stats.traces = len(set(raw.root_ids) - conflicts)
+            if conflicts:
+                _merge_conflicts(con, conflicts, pending, params, stats)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    finally:
+        con.unregister("_td_raw")
+        con.unregister("_td_res")
+    return stats
