@@ -3,6 +3,15 @@
 This module is the table of contents of the public API.
 """
 
+from .assessments import (
+    delete_assessment,
+    get_assessment,
+    list_pending_assessments,
+    log_expectation,
+    log_feedback,
+    override_feedback,
+    update_assessment,
+)
 from .config import Settings, configure, flush, settings, shutdown, stats
 from .current_trace import get_current_span_id, get_current_trace_id, update_current_trace
 from .entities import (
@@ -50,10 +59,16 @@ __all__ = [
     "TraceduckError",
     "configure",
     "count_traces",
+    "delete_assessment",
     "flush",
+    "get_assessment",
     "get_current_span_id",
     "get_current_trace_id",
     "get_trace",
+    "list_pending_assessments",
+    "log_expectation",
+    "log_feedback",
+    "override_feedback",
     "search_traces",
     "search_traces_page",
     "settings",
@@ -61,5 +76,6 @@ __all__ = [
     "start_span",
     "stats",
     "trace",
+    "update_assessment",
     "update_current_trace",
 ]

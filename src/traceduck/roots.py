@@ -21,33 +21,47 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from . import attributes as attr
 from .serialize import dumps
 
+#: Characters of inputs/outputs kept as a trace preview.
+PREVIEW_CHARS = 1000
+
 
 class TraceCarrier:
     """A live span that carries trace-level fields, with the fields merged so far."""
 
-    __slots__ = ("span", "tags", "metadata", "fields", "lock", "lazy", "dirty")
+    __slots__ = ("span", "tags", "metadata", "fields", "auto_fields", "preview_span", "lock",
+                 "lazy", "dirty")  # fmt: skip
 
     def __init__(self, span: Span) -> None:
         self.span = span
         self.tags: dict[str, str | None] = {}
         self.metadata: dict[str, Any] = {}
         self.fields: dict[str, str] = {}
+        #: Previews taken from the first traceduck span under a root of other instrumentation.
+        self.auto_fields: dict[str, str] = {}
+        self.preview_span: Span | None = None
         self.lock = threading.Lock()
         self.lazy = False
         self.dirty = False
 
     def serialized(self) -> str:
         """The value of the one span attribute that carries the trace fields (attr.TRACE_FIELDS)."""
-        fields: dict[str, Any] = dict(self.fields)
+        fields: dict[str, Any] = {**self.auto_fields, **self.fields}
         if self.metadata:
             fields["metadata"] = self.metadata
         if self.tags:
             fields["tags"] = self.tags
         return dumps(fields)
 
-    def update(self, tags: dict[str, str | None], metadata: dict[str, Any], fields: dict[str, str]) -> None:
-        """Merge one update (latest write wins per key) and record it on the span."""
+    def update(self, tags: dict[str, str | None], metadata: dict[str, Any], fields: dict[str, str],
+               auto: bool = False) -> None:
+        """Merge one update (latest write wins per key) and record it on the span.
+
+        ``auto`` fields are defaults taken from spans; any explicit value of a field wins.
+        """
         with self.lock:
+            if auto:
+                self.auto_fields.update(fields)
+                fields = {}
             if metadata:
                 self.metadata.update(metadata)
                 for key in metadata:  # the metadata write is later than an explicit tag of that key
@@ -94,6 +108,23 @@ def claim_root(span: Span) -> bool:
         carrier.lazy = True
         return True
     return False
+
+
+def claim_preview(span: Span, inputs: str | None) -> TraceCarrier | None:
+    """Under a root of other instrumentation (a FastAPI server span, say), the first traceduck
+    span lends its inputs (and later its outputs) to the trace's previews."""
+    carrier = _carriers.get(span.get_span_context().trace_id)
+    if carrier is None or carrier.lazy or carrier.preview_span is not None or carrier.span is span:
+        return None
+    carrier.preview_span = span
+    if inputs is not None:
+        carrier.update({}, {}, {"request_preview": inputs[:PREVIEW_CHARS]}, auto=True)
+    return carrier
+
+
+def release_preview(carrier: TraceCarrier, outputs: str | None) -> None:
+    if outputs is not None and carrier.span.is_recording():
+        carrier.update({}, {}, {"response_preview": outputs[:PREVIEW_CHARS]}, auto=True)
 
 
 def release_root(span: Span) -> None:

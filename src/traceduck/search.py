@@ -109,8 +109,23 @@ def count_traces(filter_string: str | None = None, store: Any = None) -> int:
     return target.count(parse_filter(filter_string), filter_string)
 
 
-def get_trace(trace_id: str, store: Any = None) -> Trace | None:
-    """The stored trace with this id (32 hex characters), or ``None``."""
-    if not isinstance(trace_id, str):
-        raise TypeError(f"trace_id must be a str, not {type(trace_id).__name__}")
-    return resolve_store(store).get_trace(trace_id.strip().lower().replace("-", ""))
+def get_trace(
+    trace_id: str | None = None,
+    *,
+    client_request_id: str | None = None,
+    response_id: str | None = None,
+    store: Any = None,
+) -> Trace | None:
+    """The stored trace named by its id (32 hex digits), its client request id (the newest, if
+    several traces share one) or an LLM response id recorded in it; ``None`` if none is stored."""
+    given = [v for v in (trace_id, client_request_id, response_id) if v is not None]
+    if len(given) != 1:
+        raise ValueError("name the trace with exactly one of trace_id, client_request_id or response_id")
+    if not isinstance(given[0], str):
+        raise TypeError(f"the trace id must be a str, not {type(given[0]).__name__}")
+    target = resolve_store(store)
+    if trace_id is not None:
+        return target.get_trace(trace_id.strip().lower().replace("-", ""))
+    kind = "client_request_id" if client_request_id is not None else "response_id"
+    found = target.find_trace_id(kind, given[0])
+    return target.get_trace(found) if found else None

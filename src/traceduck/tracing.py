@@ -22,7 +22,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 
 from . import attributes as attr
 from .config import get_tracer
-from .roots import claim_root, release_root
+from .roots import TraceCarrier, claim_preview, claim_root, release_preview, release_root
 from .serialize import DEFAULT_MAX_CHARS, TRUNCATED_KEY, to_json
 
 logger = logging.getLogger("traceduck")
@@ -119,7 +119,7 @@ def start_span(
     start_attributes = _clean_attributes(attributes)
     start_attributes[attr.SPAN_TYPE] = span_type
     span = get_tracer().start_span(name, attributes=start_attributes)
-    is_root = claim_root(span)
+    role = _ROOT if claim_root(span) else None
     token = otel_context.attach(otel_trace.set_span_in_context(span))
     try:
         yield LiveSpan(span)
@@ -128,7 +128,7 @@ def start_span(
         raise
     finally:
         otel_context.detach(token)
-        _end(span, is_root)
+        _end(span, role)
 
 
 class _CallRecorder:
@@ -167,30 +167,43 @@ class _CallRecorder:
             bound.pop(self.positional[0], None)
         return bound
 
-    def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Span, otel_context.Context, bool]:
+    def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Span, otel_context.Context, Any]:
+        """Start the span; the third value says what the span is to its trace (see ``_end``)."""
         attributes = dict(self.start_attributes)
+        inputs = None
         try:
-            attributes[attr.INPUTS] = to_json(self.inputs(args, kwargs))
+            inputs = attributes[attr.INPUTS] = to_json(self.inputs(args, kwargs))
         except Exception:
             logger.exception("traceduck could not record the inputs of %s", self.name)
         span = get_tracer().start_span(self.name, attributes=attributes)
-        return span, otel_trace.set_span_in_context(span), claim_root(span)
+        role: Any = _ROOT if claim_root(span) else claim_preview(span, inputs)
+        return span, otel_trace.set_span_in_context(span), role
 
 
-def _end(span: Span, is_root: bool) -> None:
-    if is_root:
-        try:
+#: ``role`` of a span that is its trace's local root; a TraceCarrier role means the span lends
+#: its outputs to the trace's response preview; None means nothing to do.
+_ROOT = object()
+
+
+def _end(span: Span, role: Any, outputs: str | None = None) -> None:
+    try:
+        if role is _ROOT:
             release_root(span)
-        except Exception:
-            logger.exception("traceduck could not record the trace fields")
+        elif isinstance(role, TraceCarrier):
+            release_preview(role, outputs)
+    except Exception:
+        logger.exception("traceduck could not record the trace fields")
     span.end()
 
 
-def _set_outputs(span: Span, value: Any) -> None:
+def _set_outputs(span: Span, value: Any) -> str | None:
     try:
-        span.set_attribute(attr.OUTPUTS, to_json(value))
+        text = to_json(value)
+        span.set_attribute(attr.OUTPUTS, text)
+        return text
     except Exception:
         logger.exception("traceduck could not record outputs")
+        return None
 
 
 class _Yielded:
@@ -217,22 +230,23 @@ def _wrap_sync(func: Callable[..., Any], rec: _CallRecorder) -> Callable[..., An
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            span, ctx, is_root = rec.start(args, kwargs)
+            span, ctx, role = rec.start(args, kwargs)
             token = otel_context.attach(ctx)
         except Exception:
             logger.exception("traceduck could not start a span for %s", rec.name)
             return func(*args, **kwargs)
+        outputs = None
         try:
             result = func(*args, **kwargs)
         except BaseException as exc:
             _record_error(span, exc)
             raise
         else:
-            _set_outputs(span, result)
+            outputs = _set_outputs(span, result)
             return result
         finally:
             otel_context.detach(token)
-            _end(span, is_root)
+            _end(span, role, outputs)
 
     return wrapper
 
@@ -241,22 +255,23 @@ def _wrap_async(func: Callable[..., Any], rec: _CallRecorder) -> Callable[..., A
     @functools.wraps(func)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            span, ctx, is_root = rec.start(args, kwargs)
+            span, ctx, role = rec.start(args, kwargs)
             token = otel_context.attach(ctx)
         except Exception:
             logger.exception("traceduck could not start a span for %s", rec.name)
             return await func(*args, **kwargs)
+        outputs = None
         try:
             result = await func(*args, **kwargs)
         except BaseException as exc:
             _record_error(span, exc)
             raise
         else:
-            _set_outputs(span, result)
+            outputs = _set_outputs(span, result)
             return result
         finally:
             otel_context.detach(token)
-            _end(span, is_root)
+            _end(span, role, outputs)
 
     return wrapper
 
@@ -265,11 +280,12 @@ def _wrap_generator(func: Callable[..., Any], rec: _CallRecorder) -> Callable[..
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            span, ctx, is_root = rec.start(args, kwargs)
+            span, ctx, role = rec.start(args, kwargs)
         except Exception:
             logger.exception("traceduck could not start a span for %s", rec.name)
             return (yield from func(*args, **kwargs))
         yielded = _Yielded()
+        outputs = None
         inner = func(*args, **kwargs)
         to_send: Any = None
         to_throw: BaseException | None = None
@@ -284,7 +300,7 @@ def _wrap_generator(func: Callable[..., Any], rec: _CallRecorder) -> Callable[..
                     else:
                         item = inner.send(to_send)
                 except StopIteration as stop:
-                    _set_outputs(span, yielded.output())
+                    outputs = _set_outputs(span, yielded.output())
                     return stop.value
                 finally:
                     otel_context.detach(token)
@@ -297,7 +313,7 @@ def _wrap_generator(func: Callable[..., Any], rec: _CallRecorder) -> Callable[..
                         inner.close()
                     finally:
                         otel_context.detach(token)
-                    _set_outputs(span, yielded.output())
+                    outputs = _set_outputs(span, yielded.output())
                     raise
                 except BaseException as exc:
                     to_throw = exc
@@ -307,7 +323,7 @@ def _wrap_generator(func: Callable[..., Any], rec: _CallRecorder) -> Callable[..
             _record_error(span, exc)
             raise
         finally:
-            _end(span, is_root)
+            _end(span, role, outputs)
 
     return wrapper
 
@@ -316,13 +332,14 @@ def _wrap_async_generator(func: Callable[..., Any], rec: _CallRecorder) -> Calla
     @functools.wraps(func)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            span, ctx, is_root = rec.start(args, kwargs)
+            span, ctx, role = rec.start(args, kwargs)
         except Exception:
             logger.exception("traceduck could not start a span for %s", rec.name)
             async for item in func(*args, **kwargs):
                 yield item
             return
         yielded = _Yielded()
+        outputs = None
         inner = func(*args, **kwargs)
         to_send: Any = None
         to_throw: BaseException | None = None
@@ -336,7 +353,7 @@ def _wrap_async_generator(func: Callable[..., Any], rec: _CallRecorder) -> Calla
                     else:
                         item = await inner.asend(to_send)
                 except StopAsyncIteration:
-                    _set_outputs(span, yielded.output())
+                    outputs = _set_outputs(span, yielded.output())
                     return
                 finally:
                     otel_context.detach(token)
@@ -349,7 +366,7 @@ def _wrap_async_generator(func: Callable[..., Any], rec: _CallRecorder) -> Calla
                         await inner.aclose()
                     finally:
                         otel_context.detach(token)
-                    _set_outputs(span, yielded.output())
+                    outputs = _set_outputs(span, yielded.output())
                     raise
                 except BaseException as exc:
                     to_throw = exc
@@ -359,7 +376,7 @@ def _wrap_async_generator(func: Callable[..., Any], rec: _CallRecorder) -> Calla
             _record_error(span, exc)
             raise
         finally:
-            _end(span, is_root)
+            _end(span, role, outputs)
 
     return wrapper
 

@@ -9,6 +9,8 @@ from typing import Any
 from ..entities import Trace
 from ..raw_spans import RawSpans
 from .connection import DuckDBFile
+from ..entities import Assessment
+from . import assessments as assessment_sql
 from . import query as query_sql
 from .reader import get_trace
 from .writer import PendingPatches, WriteStats, write_batch
@@ -64,6 +66,11 @@ class DuckDBStore:
         with self.file.connect() as con:
             return get_trace(con, trace_id, self.project)
 
+    def find_trace_id(self, target_kind: str, target: str) -> str | None:
+        """The id of the stored trace a client request id or LLM response id names."""
+        with self.file.connect() as con:
+            return assessment_sql.resolve_trace_id(con, target_kind, target, self.project)
+
     def search(self, query: query_sql.SearchQuery) -> query_sql.PageRows:
         with self.file.connect() as con:
             return query_sql.search(con, query)
@@ -71,3 +78,34 @@ class DuckDBStore:
     def count(self, node: Any, filter_string: str | None = None) -> int:
         with self.file.connect() as con:
             return query_sql.count(con, node, self.project)
+
+    # -- assessments -----------------------------------------------------------------------
+    def log_assessment(self, row: dict[str, Any]) -> Assessment:
+        with self.file.connect(write=True) as con:
+            assessment_sql.insert(con, row)
+            found = assessment_sql.get(con, row["assessment_id"], None)
+        assert found is not None
+        return found
+
+    def get_assessment(self, assessment_id: str) -> Assessment | None:
+        with self.file.connect() as con:
+            return assessment_sql.get(con, assessment_id, self.project)
+
+    def update_assessment(self, assessment_id: str, changes: dict[str, Any]) -> None:
+        with self.file.connect(write=True) as con:
+            assessment_sql.update(con, assessment_id, changes)
+
+    def override_assessment(self, old: Assessment, row: dict[str, Any]) -> Assessment:
+        with self.file.connect(write=True) as con:
+            assessment_sql.override(con, old, row)
+            found = assessment_sql.get(con, row["assessment_id"], None)
+        assert found is not None
+        return found
+
+    def delete_assessment(self, assessment: Assessment) -> None:
+        with self.file.connect(write=True) as con:
+            assessment_sql.delete(con, assessment)
+
+    def pending_assessments(self) -> list[Assessment]:
+        with self.file.connect() as con:
+            return assessment_sql.pending(con, self.project)

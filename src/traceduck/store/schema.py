@@ -91,6 +91,14 @@ MIGRATIONS: tuple[Migration, ...] = (
                 last_update_time BIGINT  NOT NULL
             )
             """,
+            """
+            CREATE TABLE llm_responses (
+                response_id VARCHAR NOT NULL,
+                trace_id    UUID    NOT NULL,
+                span_id     VARCHAR NOT NULL,
+                project     VARCHAR NOT NULL
+            )
+            """,
         ),
     ),
 )

@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from ..raw_spans import RawSpans
 from ..trace_rows import TRACE_COLUMNS, TraceRow
+from .assessments import join_pending
 
 #: Trace fields waiting for a root span that has not been stored yet.
 MAX_PENDING_PATCHES = 10_000
@@ -151,6 +152,15 @@ FROM (
 )
 """
 
+#: LLM response ids (``gen_ai.response.id``) so feedback can name a trace by them.
+_RESPONSES_SQL = (
+    "INSERT INTO llm_responses (response_id, trace_id, span_id, project)"
+    " SELECT response_id, CAST(trace_id AS UUID), span_id, coalesce(project, $default_project) FROM ("
+    "  SELECT *, " + _attr("gen_ai.response.id") + " AS response_id FROM _td_raw"
+    "  WHERE attributes IS NOT NULL AND contains(attributes, 'gen_ai.response.id'))"
+    " WHERE response_id IS NOT NULL"
+)
+
 _INSERT_COLUMNS = ", ".join(TRACE_COLUMNS)
 _ROW_SELECT = ", ".join("CAST(hex_id AS UUID)" if c == "trace_id" else c for c in TRACE_COLUMNS)
 _ROW_FIELDS = ", ".join("hex_id AS trace_id" if c == "trace_id" else c for c in TRACE_COLUMNS)
@@ -162,6 +172,7 @@ class WriteStats:
     traces: int = 0
     merged: int = 0
     duplicate_spans: int = 0
+    joined_assessments: int = 0
 
 
 class PendingPatches:
@@ -313,6 +324,8 @@ def write_batch(
             stats.traces = len(set(raw.root_ids) - conflicts)
             if conflicts:
                 _merge_conflicts(con, conflicts, pending, params, stats)
+            con.execute(_RESPONSES_SQL, {"default_project": raw.default_project})
+            stats.joined_assessments = join_pending(con, params["stored_at"])
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
