@@ -14,6 +14,7 @@ from .assessments import (
 )
 from .config import Settings, configure, flush, settings, shutdown, stats
 from .current_trace import get_current_span_id, get_current_trace_id, update_current_trace
+from .editing import add_trace_tags, remove_trace_tags, set_trace_metadata, set_trace_tags, tag_traces
 from .entities import (
     Assessment,
     AssessmentError,
@@ -39,6 +40,11 @@ from .tracing import LiveSpan, start_span, trace
 __version__ = "0.1.0"
 
 __all__ = [
+    "add_trace_tags",
+    "remove_trace_tags",
+    "set_trace_metadata",
+    "set_trace_tags",
+    "tag_traces",
     "Assessment",
     "AssessmentError",
     "AssessmentNotFoundError",

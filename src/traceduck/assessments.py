@@ -141,7 +141,7 @@ def build_row(kind: str, target: tuple[str, str], name: str, value: Any, source:
     target_kind, target_id = target
     return {
         "assessment_id": "a-" + uuid.uuid4().hex,
-        "trace_id": target_id if target_kind == "trace_id" else None,
+        "trace_id": None,  # resolved by the store within the project, else pending
         "project": project,
         "target_kind": target_kind,
         "target": target_id,
@@ -187,10 +187,11 @@ def log_feedback(
     err = _error(error)
     if value is None and err is None:
         raise ValueError("log_feedback needs a value or an error")
+    destination = resolve_store(store)
     row = build_row("feedback", target, _name(name), value, _source(source, "CODE"),
                     _text("rationale", rationale), _metadata(metadata), err, _text("span_id", span_id),
-                    _project())  # fmt: skip
-    return resolve_store(store).log_assessment(row)
+                    _project(destination))  # fmt: skip
+    return destination.log_assessment(row)
 
 
 def log_expectation(
@@ -210,12 +211,17 @@ def log_expectation(
     _check_value(value)
     if value is None:
         raise ValueError("log_expectation needs a value")
+    destination = resolve_store(store)
     row = build_row("expectation", target, _name(name), value, _source(source, "HUMAN"), None,
-                    _metadata(metadata), None, _text("span_id", span_id), _project())  # fmt: skip
-    return resolve_store(store).log_assessment(row)
+                    _metadata(metadata), None, _text("span_id", span_id), _project(destination))  # fmt: skip
+    return destination.log_assessment(row)
 
 
-def _project() -> str:
+def _project(store: Any) -> str:
+    """The project an assessment belongs to: the store view's, else the configured one."""
+    scoped = getattr(store, "project", None)
+    if scoped:
+        return scoped
     from .config import current_setup  # noqa: PLC0415
 
     setup = current_setup()

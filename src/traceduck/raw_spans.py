@@ -72,6 +72,19 @@ class RawSpans:
     def __len__(self) -> int:
         return len(self.rows)
 
+    def extend(self, other: RawSpans) -> None:
+        """Append another batch (resource indices renumbered); the collector groups requests."""
+        offset = len(self.resources)
+        self.resources.extend(other.resources)
+        if offset:
+            index = RAW_COLUMNS.index("resource")
+            self.rows.extend(row[:index] + (row[index] + offset,) + row[index + 1 :] for row in other.rows)
+        else:
+            self.rows.extend(other.rows)
+        self.root_ids.extend(other.root_ids)
+        self.patch_ids.update(other.patch_ids)
+        self.has_remote_roots = self.has_remote_roots or other.has_remote_roots
+
     def start_range(self) -> tuple[int, int]:
         starts = [row[_START] for row in self.rows]
         return min(starts), max(starts)

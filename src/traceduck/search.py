@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .entities import Trace
 from .filters import parse_filter, parse_order_by
-from .paging import decode_token, encode_token, query_fingerprint
 from .store.query import SearchQuery
 from .stores import resolve_store
 
@@ -28,8 +27,10 @@ class TracePage:
     next_page_token: str | None
 
 
-def _prepare(filter_string: str | None, order_by: Sequence[str] | None, page_size: int | None,
-             page_token: str | None, include_spans: bool, project: str | None) -> SearchQuery:
+def prepare_search(filter_string: str | None, order_by: Sequence[str] | None, page_size: int | None,
+                   page_token: str | None, include_spans: bool) -> SearchQuery:
+    """Validate a search (the filter and order are parsed here, so errors are the same locally
+    and through the collector) and package it for a store."""
     if filter_string is not None and not isinstance(filter_string, str):
         raise TypeError(f"filter_string must be a str, not {type(filter_string).__name__}")
     if isinstance(order_by, str):
@@ -37,13 +38,12 @@ def _prepare(filter_string: str | None, order_by: Sequence[str] | None, page_siz
     if page_size is not None:
         if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
             raise ValueError(f"max_results must be a positive whole number, not {page_size!r}")
+    if page_token is not None and not isinstance(page_token, str):
+        raise TypeError(f"page_token must be a str, not {type(page_token).__name__}")
     node = parse_filter(filter_string)
     terms = parse_order_by(order_by)
     order_list = list(order_by) if order_by else None
-    seek = None
-    if page_token is not None:
-        seek = decode_token(page_token, query_fingerprint(filter_string, order_list, project), len(terms))
-    return SearchQuery(filter_string, node, order_list, terms, page_size, seek, include_spans, project)
+    return SearchQuery(filter_string, node, order_list, terms, page_size, page_token, include_spans)
 
 
 def search_traces_page(
@@ -61,13 +61,9 @@ def search_traces_page(
     concurrent writes: a trace stored meanwhile never shifts a page or appears twice.
     """
     max_results = min(max_results, MAX_PAGE_SIZE) if isinstance(max_results, int) else max_results
-    target = resolve_store(store)
-    query = _prepare(filter_string, order_by, max_results, page_token, include_spans, target.project)
-    rows = target.search(query)
-    token = None
-    if rows.last_key is not None:
-        token = encode_token(rows.last_key, query_fingerprint(filter_string, query.order_by, target.project))
-    return TracePage(rows.traces, token)
+    query = prepare_search(filter_string, order_by, max_results, page_token, include_spans)
+    rows = resolve_store(store).search(query)
+    return TracePage(rows.traces, rows.next_page_token)
 
 
 def search_traces(
@@ -93,9 +89,8 @@ def search_traces(
         from .dataframe import require_pandas  # noqa: PLC0415
 
         require_pandas()
-    target = resolve_store(store)
-    query = _prepare(filter_string, order_by, max_results, page_token, include_spans, target.project)
-    traces = target.search(query).traces
+    query = prepare_search(filter_string, order_by, max_results, page_token, include_spans)
+    traces = resolve_store(store).search(query).traces
     if return_type == "list":
         return traces
     from .dataframe import traces_to_dataframe  # noqa: PLC0415

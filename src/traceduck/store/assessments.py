@@ -47,7 +47,11 @@ def resolve_trace_id(con: duckdb.DuckDBPyConnection, target_kind: str, target: s
 
 
 def insert(con: duckdb.DuckDBPyConnection, row: dict[str, Any]) -> None:
-    """Store one assessment; ``row['trace_id']`` resolved now when possible, else pending."""
+    """Store one assessment; its trace is resolved now, within its project, else it is pending.
+
+    An id that names a trace of ANOTHER project stays pending forever: a key of one project can
+    never attach anything to another project's traces.
+    """
     if row["trace_id"] is None:
         row["trace_id"] = resolve_trace_id(con, row["target_kind"], row["target"], row["project"])
     placeholders = ", ".join("TRY_CAST(? AS UUID)" if c == "trace_id" else "?" for c in _INSERT_COLUMNS)
@@ -140,6 +144,14 @@ def join_pending(con: duckdb.DuckDBPyConnection, stored_at: int) -> int:
         " SELECT a.assessment_id, arg_max(t.trace_id, t.request_time) AS trace_id"
         " FROM assessments a JOIN traces t ON t.client_request_id = a.target AND t.project = a.project"
         " WHERE a.trace_id IS NULL AND a.target_kind = 'client_request_id' AND t.stored_at = ?"
+        " GROUP BY a.assessment_id) m WHERE assessments.assessment_id = m.assessment_id",
+        [stored_at, stored_at],
+    )
+    con.execute(
+        "UPDATE assessments SET trace_id = m.trace_id, last_update_time = ? FROM ("
+        " SELECT a.assessment_id, any_value(t.trace_id) AS trace_id"
+        " FROM assessments a JOIN traces t ON t.trace_id = TRY_CAST(a.target AS UUID) AND t.project = a.project"
+        " WHERE a.trace_id IS NULL AND a.target_kind = 'trace_id' AND t.stored_at = ?"
         " GROUP BY a.assessment_id) m WHERE assessments.assessment_id = m.assessment_id",
         [stored_at, stored_at],
     )

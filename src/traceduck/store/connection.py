@@ -154,16 +154,34 @@ class DuckDBFile:
 
     @contextmanager
     def connect(self, write: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection for one unit of work; closed (file released) afterwards.
+        """A connection for one unit of work.
 
-        In the writer process every connection is read-write and serialised by a thread lock
-        (DuckDB refuses two differently configured opens of one file in one process).
+        In the writer process every connection is read-write (DuckDB refuses two differently
+        configured opens of one file in one process) and writes are serialised by a thread lock.
+        Normally the file is opened for the unit of work and closed after, releasing it to other
+        processes; with ``hold_open`` (the collector) it stays open and each unit of work gets
+        its own cursor, so searches run concurrently with writes.
         """
-        if self.is_writer or write:
+        if self.hold_open and self.is_writer:
             with self._lock:
-                if self._held is not None:
-                    yield self._held
-                    return
+                if self._held is None:
+                    self._held = self._open(read_only=False)
+                    if not self.migrated:
+                        schema.migrate(self._held)
+                        self.migrated = True
+                held = self._held
+            cursor = held.cursor()
+            cursor.execute("SET enable_progress_bar = false")
+            try:
+                if write:
+                    with self._lock:
+                        yield cursor
+                else:
+                    yield cursor
+            finally:
+                cursor.close()
+        elif self.is_writer or write:
+            with self._lock:
                 con = self._open(read_only=False)
                 try:
                     if not self.migrated:
@@ -171,10 +189,7 @@ class DuckDBFile:
                         self.migrated = True
                     yield con
                 finally:
-                    if self.hold_open and self.is_writer:
-                        self._held = con
-                    else:
-                        con.close()
+                    con.close()
         else:
             con = self._open(read_only=True)
             try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import threading
 from typing import Any
@@ -11,6 +12,7 @@ from ..raw_spans import RawSpans
 from .connection import DuckDBFile
 from ..entities import Assessment
 from . import assessments as assessment_sql
+from . import editing as editing_sql
 from . import query as query_sql
 from .reader import get_trace
 from .writer import PendingPatches, WriteStats, write_batch
@@ -41,6 +43,12 @@ class DuckDBStore:
         self.dedupe_spans = False
         #: Searches through this object see only this project's traces (None: all of them).
         self.project: str | None = None
+
+    def for_project(self, project: str) -> DuckDBStore:
+        """A view of this store that sees and writes only ``project`` (the collector's keys)."""
+        view = copy.copy(self)
+        view.project = project
+        return view
 
     @property
     def path(self) -> str:
@@ -73,7 +81,7 @@ class DuckDBStore:
 
     def search(self, query: query_sql.SearchQuery) -> query_sql.PageRows:
         with self.file.connect() as con:
-            return query_sql.search(con, query)
+            return query_sql.search(con, query, self.project)
 
     def count(self, node: Any, filter_string: str | None = None) -> int:
         with self.file.connect() as con:
@@ -109,3 +117,12 @@ class DuckDBStore:
     def pending_assessments(self) -> list[Assessment]:
         with self.file.connect() as con:
             return assessment_sql.pending(con, self.project)
+
+    # -- curation --------------------------------------------------------------------------
+    def edit_tags(self, **changes: Any) -> int:
+        with self.file.connect(write=True) as con:
+            return editing_sql.edit_tags(con, project=self.project, **changes)
+
+    def replace_metadata(self, trace_id: str, metadata: dict[str, Any]) -> int:
+        with self.file.connect(write=True) as con:
+            return editing_sql.replace_metadata(con, trace_id, metadata, self.project)

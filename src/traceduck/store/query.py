@@ -9,6 +9,7 @@ import duckdb
 
 from ..entities import Trace
 from ..filters import Node, OrderTerm, compile_filter, order_by_sql, order_key_sql, seek_predicate
+from ..paging import decode_token, encode_token, query_fingerprint
 from .reader import TRACE_INFO_SQL, traces_from_rows
 
 
@@ -21,28 +22,32 @@ class SearchQuery:
     order_by: list[str] | None
     terms: list[OrderTerm]
     page_size: int | None  # None = every match
-    seek_values: list[Any] | None
+    page_token: str | None
     include_spans: bool
-    project: str | None
 
 
 @dataclass
 class PageRows:
     traces: list[Trace]
-    last_key: list[Any] | None  # sort-key values of the last trace, when more may follow
+    next_page_token: str | None
 
 
-def search(con: duckdb.DuckDBPyConnection, query: SearchQuery) -> PageRows:
+def search(con: duckdb.DuckDBPyConnection, query: SearchQuery, project: str | None) -> PageRows:
+    """One page of ``query`` within ``project`` (None: every project)."""
+    fingerprint = query_fingerprint(query.filter_string, query.order_by, project)
+    seek_values = None
+    if query.page_token is not None:
+        seek_values = decode_token(query.page_token, fingerprint, len(query.terms))
     where_sql, where_params = compile_filter(query.node)
     key_exprs, key_params = order_key_sql(query.terms)
     order_sql, order_params = order_by_sql(query.terms)
     conditions = [f"({where_sql})"]
     params: list[Any] = [*key_params, *where_params]
-    if query.project is not None:
+    if project is not None:
         conditions.append("t.project = ?")
-        params.append(query.project)
-    if query.seek_values is not None:
-        seek_sql, seek_params = seek_predicate(query.terms, query.seek_values)
+        params.append(project)
+    if seek_values is not None:
+        seek_sql, seek_params = seek_predicate(query.terms, seek_values)
         conditions.append(seek_sql)
         params.extend(seek_params)
     params.extend(order_params)
@@ -59,8 +64,8 @@ def search(con: duckdb.DuckDBPyConnection, query: SearchQuery) -> PageRows:
         rows = rows[: query.page_size]
     width = len(key_exprs)
     traces = traces_from_rows(con, [r[:-width] for r in rows], include_spans=query.include_spans)
-    last_key = list(rows[-1][-width:]) if more and rows else None
-    return PageRows(traces, last_key)
+    token = encode_token(list(rows[-1][-width:]), fingerprint) if more and rows else None
+    return PageRows(traces, token)
 
 
 def count(con: duckdb.DuckDBPyConnection, node: Node | None, project: str | None) -> int:

@@ -101,6 +101,30 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        2,
+        "api keys and projects for the collector",
+        (
+            """
+            CREATE TABLE api_keys (
+                key_id      VARCHAR NOT NULL,
+                key_hash    VARCHAR NOT NULL,
+                project     VARCHAR NOT NULL,
+                rights      VARCHAR NOT NULL,
+                description VARCHAR,
+                created_at  BIGINT  NOT NULL,
+                revoked_at  BIGINT
+            )
+            """,
+            """
+            CREATE TABLE projects (
+                name          VARCHAR NOT NULL,
+                created_at    BIGINT  NOT NULL,
+                settings_json VARCHAR
+            )
+            """,
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -69,9 +70,9 @@ _SPAN_COLUMNS = (
     "outputs", "events",
 )  # fmt: skip
 _SPANS_SELECT = (
-    "SELECT CAST(trace_id AS UUID), span_id, parent_span_id, coalesce(project, $default_project),"
-    " name, span_type, kind, start_time_ns, end_time_ns, status, status_message, attributes,"
-    " inputs, outputs, events FROM _td_raw"
+    "SELECT CAST(trace_id AS UUID) AS trace_id, span_id, parent_span_id,"
+    " coalesce(project, $default_project) AS project, name, span_type, kind, start_time_ns,"
+    " end_time_ns, status, status_message, attributes, inputs, outputs, events FROM _td_raw"
 )
 
 #: Metadata a root gets without the application setting it: from its OTel Resource and the
@@ -284,11 +285,22 @@ def _merge_conflicts(con: duckdb.DuckDBPyConnection, conflicts: set[str], pendin
         if not row.is_complete:
             pending.add(row)
     if complete:
-        placeholders = ", ".join("CAST(? AS UUID)" if c == "trace_id" else "?" for c in TRACE_COLUMNS)
-        con.executemany(
-            f"INSERT INTO traces ({_INSERT_COLUMNS}) VALUES ({placeholders})",
-            [row.values(params["stored_at"]) for row in complete],
-        )
+        placeholders = ", ".join(
+            "CAST(? AS UUID)" if c == "trace_id"
+            else "MAP(CAST(? AS VARCHAR[]), CAST(? AS VARCHAR[]))" if c in ("tags", "metadata")
+            else "?"
+            for c in TRACE_COLUMNS
+        )  # fmt: skip
+        rows = []
+        for row in complete:
+            values: list[Any] = []
+            for name, value in zip(TRACE_COLUMNS, row.values(params["stored_at"])):
+                if name in ("tags", "metadata"):
+                    values += [[k for k, _ in value], [v for _, v in value]]
+                else:
+                    values.append(value)
+            rows.append(values)
+        con.executemany(f"INSERT INTO traces ({_INSERT_COLUMNS}) VALUES ({placeholders})", rows)
     stats.merged += len(complete)
 
 

@@ -1,0 +1,157 @@
+"""The collector service: one process that owns a DuckDB trace store and serves many apps.
+
+``create_app(settings)`` builds the FastAPI application: OTLP/HTTP ingest at ``/v1/traces``, the
+JSON API under ``/api`` (search, traces, feedback, tags, keys, stats), ``/healthz`` and
+``/metrics``. ``traceduck collector`` runs it with uvicorn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+import traceduck as td
+from traceduck.paging import InvalidPageTokenError
+from traceduck.raw_spans import RawSpans
+from traceduck.store.duckdb_store import DuckDBStore
+
+from . import otlp
+from .api import router as api_router
+from .auth import KeyRing, Principal, require
+from .ingest import IngestQueue, Overloaded
+from .settings import CollectorSettings
+
+logger = logging.getLogger("traceduck.collector")
+
+
+def open_collector_store(path: str) -> DuckDBStore:
+    """The store as the collector uses it: held open, writer, duplicates skipped."""
+    store = DuckDBStore(path, hold_open=True)
+    store.dedupe_spans = True
+    store.acquire_writer()
+    return store
+
+
+def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"detail": message, "error": code, **extra}, status_code=status)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(td.InvalidFilterError)
+    async def invalid_filter(request: Request, exc: td.InvalidFilterError) -> JSONResponse:
+        return _error(400, "invalid_filter", exc.message, position=exc.position)
+
+    @app.exception_handler(InvalidPageTokenError)
+    async def invalid_token(request: Request, exc: InvalidPageTokenError) -> JSONResponse:
+        return _error(400, "invalid_page_token", str(exc))
+
+    @app.exception_handler(td.TraceNotFoundError)
+    async def trace_not_found(request: Request, exc: td.TraceNotFoundError) -> JSONResponse:
+        return _error(404, "not_found", str(exc))
+
+    @app.exception_handler(td.AssessmentNotFoundError)
+    async def assessment_not_found(request: Request, exc: td.AssessmentNotFoundError) -> JSONResponse:
+        return _error(404, "not_found", str(exc))
+
+    @app.exception_handler(td.StoreBusyError)
+    async def busy(request: Request, exc: td.StoreBusyError) -> JSONResponse:
+        return _error(503, "busy", str(exc))
+
+    @app.exception_handler(ValueError)
+    async def value_error(request: Request, exc: ValueError) -> JSONResponse:
+        return _error(400, "invalid_request", str(exc))
+
+    @app.exception_handler(TypeError)
+    async def type_error(request: Request, exc: TypeError) -> JSONResponse:
+        return _error(400, "invalid_request", str(exc))
+
+
+def create_app(settings: CollectorSettings, store: DuckDBStore | None = None) -> FastAPI:
+    """The collector application (the store is opened here unless given)."""
+    store = store or open_collector_store(settings.store)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        app.state.ingest.close()
+        store.release_writer()
+
+    app = FastAPI(
+        title="traceduck collector",
+        description="OTLP/HTTP trace ingest, search, feedback and curation over a DuckDB trace store.",
+        version=td.__version__,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.store = store
+    app.state.keyring = KeyRing(store, settings.api_key_header)
+    app.state.ingest = IngestQueue(store, settings.max_queued_spans, settings.batch_max_spans)
+    _install_error_handlers(app)
+    app.include_router(api_router)
+
+    def _retry_later(status: int, code: str, message: str) -> JSONResponse:
+        return JSONResponse({"detail": message, "error": code}, status_code=status,
+                            headers={"Retry-After": str(settings.retry_after)})  # fmt: skip
+
+    @app.post("/v1/traces", summary="OTLP/HTTP trace ingest (protobuf or JSON, gzip accepted)")
+    async def ingest(request: Request, principal: Principal = Depends(require("write"))) -> Response:
+        content_type = request.headers.get("content-type", "")
+        body = await request.body()
+        try:
+            body = otlp.decompress(body, request.headers.get("content-encoding"), settings.max_body_bytes)
+            raw, rejected, reasons = await run_in_threadpool(_decode, body, content_type, principal.project)
+        except otlp.TooLarge as exc:
+            return _error(413, "too_large", str(exc))
+        except otlp.BadRequest as exc:
+            return _error(400 if "Content-Type" not in str(exc) else 415, "bad_request", str(exc))
+        app.state.ingest.stats.rejected_spans += rejected
+        if len(raw):
+            try:
+                future = app.state.ingest.submit(raw)
+            except Overloaded as exc:
+                return _retry_later(429, "overloaded", f"the collector is busy ({exc}); retry later")
+            try:
+                await asyncio.wait_for(asyncio.wrap_future(future), settings.ack_timeout)
+            except asyncio.TimeoutError:
+                return _retry_later(503, "timeout", "the spans are not durable yet; retry later")
+            except Exception as exc:  # the write failed: not acknowledged, the exporter retries
+                return _retry_later(503, "store_failed", f"could not store the spans: {exc}")
+        payload, media = otlp.response(rejected, reasons, content_type)
+        return Response(payload, media_type=media)
+
+    @app.get("/healthz", summary="Liveness and store health")
+    def healthz() -> JSONResponse:
+        ingest = app.state.ingest
+        healthy = ingest.healthy
+        body = {
+            "status": "ok" if healthy else "degraded",
+            "store": store.path,
+            "queued_spans": ingest.stats.queued_spans,
+            "last_error": None if healthy else ingest.stats.last_error,
+        }
+        return JSONResponse(body, status_code=200 if healthy else 503)
+
+    @app.get("/metrics", summary="Ingest counters in Prometheus text format")
+    def metrics(principal: Principal = Depends(require("read"))) -> PlainTextResponse:
+        lines = []
+        for name, value in app.state.ingest.stats.as_dict().items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and not name.endswith("_time"):
+                lines.append(f"# TYPE traceduck_{name} {'gauge' if name == 'queued_spans' else 'counter'}")
+                lines.append(f"traceduck_{name} {value}")
+        return PlainTextResponse("\n".join(lines) + "\n")
+
+    return app
+
+
+def _decode(body: bytes, content_type: str, project: str | None) -> tuple[RawSpans, int, list[str]]:
+    message = otlp.parse_request(body, content_type)
+    raw = RawSpans()
+    rejected, reasons = otlp.to_raw_spans(message, raw, project)
+    return raw, rejected, reasons

@@ -1,0 +1,113 @@
+"""API keys: who is calling, which project they act in, and what they may do.
+
+Keys are sent as ``Authorization: Bearer <key>`` or in a configurable header. Each key belongs to
+one project and has read, write and/or admin rights. A key of project A never sees project B:
+B's ids answer 404, exactly as ids that do not exist. With no key in the store the collector is
+open (every caller reads and writes every project) and, for that reason, serves loopback only.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import HTTPException, Request
+
+from traceduck.store import keys as key_store
+from traceduck.store.duckdb_store import DuckDBStore
+
+CACHE_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller: a project (None = all projects, when no keys exist) and rights."""
+
+    project: str | None
+    rights: frozenset[str]
+    key_id: str | None
+
+    def scoped(self, store: DuckDBStore) -> DuckDBStore:
+        return store if self.project is None else store.for_project(self.project)
+
+
+OPEN = Principal(None, frozenset(key_store.RIGHTS), None)
+
+
+class KeyRing:
+    """Verifies keys against the store, caching results for a few seconds."""
+
+    def __init__(self, store: DuckDBStore, header: str) -> None:
+        self.store = store
+        self.header = header.lower()
+        self._cache: dict[str, tuple[float, key_store.KeyInfo | None]] = {}
+        self._open: tuple[float, bool] | None = None
+        self._lock = threading.Lock()
+
+    def is_open(self) -> bool:
+        """True while no (unrevoked) key exists."""
+        now = time.monotonic()
+        with self._lock:
+            if self._open is not None and now - self._open[0] < CACHE_SECONDS:
+                return self._open[1]
+        with self.store.connect() as con:
+            value = not key_store.any_keys(con)
+        with self._lock:
+            self._open = (now, value)
+        return value
+
+    def forget(self) -> None:
+        with self._lock:
+            self._cache.clear()
+            self._open = None
+
+    def key_from(self, request: Request) -> str | None:
+        auth = request.headers.get("authorization")
+        if auth and auth[:7].lower() == "bearer ":
+            return auth[7:].strip()
+        return request.headers.get(self.header)
+
+    def verify(self, key: str) -> key_store.KeyInfo | None:
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached is not None and now - cached[0] < CACHE_SECONDS:
+                return cached[1]
+        with self.store.connect() as con:
+            info = key_store.verify(con, key)
+        with self._lock:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[key] = (now, info)
+        return info
+
+    def authenticate(self, request: Request) -> Principal:
+        key = self.key_from(request)
+        if key is None:
+            if self.is_open():
+                return OPEN
+            raise HTTPException(401, detail="an API key is required (Authorization: Bearer <key>)",
+                                headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+        info = self.verify(key)
+        if info is None:
+            if self.is_open():
+                return OPEN
+            raise HTTPException(401, detail="the API key is not valid or was revoked",
+                                headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+        return Principal(info.project, info.rights, info.key_id)
+
+
+def require(right: str) -> Callable[[Request], Any]:
+    """FastAPI dependency: the caller, who must hold ``right`` (read, write or admin)."""
+
+    def dependency(request: Request) -> Principal:
+        principal = request.app.state.keyring.authenticate(request)
+        if right not in principal.rights:
+            raise HTTPException(403, detail=f"this API key lacks the {right!r} right")
+        return principal
+
+    dependency.__name__ = f"require_{right}"
+    return dependency

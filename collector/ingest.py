@@ -1,0 +1,129 @@
+"""Acknowledge OTLP requests only after their spans are durably in DuckDB, and shed load early.
+
+Each request's spans join a queue; one writer thread takes everything waiting (up to a batch
+limit), writes it in ONE transaction (group commit) and then resolves every request's future, so
+a 200 always means "committed". When the queue already holds ``max_queued_spans`` the request is
+refused at once with 429 + Retry-After, which OTel exporters retry, instead of buffering without
+bound. A failed write (disk full, read-only file) fails the waiting requests with 503: their spans
+were not acknowledged, so the exporters send them again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass
+
+from traceduck.raw_spans import RawSpans
+from traceduck.store.duckdb_store import DuckDBStore
+
+logger = logging.getLogger("traceduck.collector")
+
+
+class Overloaded(RuntimeError):
+    """The ingest queue is full; the client should retry after a while."""
+
+
+@dataclass
+class IngestStats:
+    received_spans: int = 0
+    stored_spans: int = 0
+    duplicate_spans: int = 0
+    rejected_spans: int = 0
+    refused_spans: int = 0  # answered 429: not accepted, the sender retries
+    failed_spans: int = 0  # a write failed: answered 503, the sender retries
+    queued_spans: int = 0
+    batches: int = 0
+    requests: int = 0
+    last_error: str | None = None
+    last_error_time: float | None = None
+    last_write_time: float | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+class IngestQueue:
+    """The collector's single writer: group commit with a bounded queue."""
+
+    def __init__(self, store: DuckDBStore, max_queued_spans: int, batch_max_spans: int) -> None:
+        self.store = store
+        self.max_queued_spans = max_queued_spans
+        self.batch_max_spans = batch_max_spans
+        self.stats = IngestStats()
+        self._items: deque[tuple[RawSpans, Future[int]]] = deque()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="traceduck-collector-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, raw: RawSpans) -> Future[int]:
+        """Queue spans for writing; the future resolves once they are committed."""
+        future: Future[int] = Future()
+        count = len(raw)
+        with self._cond:
+            self.stats.requests += 1
+            self.stats.received_spans += count
+            if self._stopping or (self.stats.queued_spans and self.stats.queued_spans + count > self.max_queued_spans):
+                self.stats.refused_spans += count
+                raise Overloaded(f"{self.stats.queued_spans} spans are waiting to be written")
+            self.stats.queued_spans += count
+            self._items.append((raw, future))
+            self._cond.notify()
+        return future
+
+    @property
+    def healthy(self) -> bool:
+        """False while the last write failed and nothing has been written since."""
+        s = self.stats
+        return s.last_error_time is None or (s.last_write_time or 0) > s.last_error_time
+
+    def close(self, timeout: float = 30.0) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        self._thread.join(timeout)
+
+    def _take(self) -> list[tuple[RawSpans, Future[int]]]:
+        with self._cond:
+            while not self._items and not self._stopping:
+                self._cond.wait()
+            taken: list[tuple[RawSpans, Future[int]]] = []
+            spans = 0
+            while self._items and (not taken or spans + len(self._items[0][0]) <= self.batch_max_spans):
+                item = self._items.popleft()
+                spans += len(item[0])
+                taken.append(item)
+            return taken
+
+    def _run(self) -> None:
+        while True:
+            taken = self._take()
+            if not taken:
+                return  # stopping and drained
+            batch = RawSpans(taken[0][0].default_project)
+            for raw, _ in taken:
+                batch.extend(raw)
+            try:
+                result = self.store.write(batch)
+            except Exception as exc:  # disk full, read-only file, ...: fail these requests
+                logger.error("collector could not write %d spans: %s", len(batch), exc)
+                with self._cond:
+                    self.stats.failed_spans += len(batch)
+                    self.stats.queued_spans -= len(batch)
+                    self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                    self.stats.last_error_time = time.time()
+                for _, future in taken:
+                    future.set_exception(exc)
+                continue
+            with self._cond:
+                self.stats.stored_spans += result.spans
+                self.stats.duplicate_spans += result.duplicate_spans
+                self.stats.queued_spans -= len(batch)
+                self.stats.batches += 1
+                self.stats.last_write_time = time.time()
+            for raw, future in taken:
+                future.set_result(len(raw))

@@ -1,0 +1,198 @@
+"""OTLP/HTTP trace requests (protobuf or JSON, optionally gzip) into ``RawSpans``.
+
+Uses the official ``opentelemetry-proto`` messages. OTLP/JSON differs from the protobuf JSON
+mapping in one way that matters: trace and span ids are hex strings, not base64, so they are
+converted before the message is parsed. A span that cannot be stored (bad ids, no start time) is
+rejected on its own and counted in the response's partial success; the rest are stored.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import gzip
+import json
+import zlib
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from traceduck.raw_spans import RawSpans
+from traceduck.serialize import dumps
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+_IS_REMOTE_KNOWN = 0x100
+_IS_REMOTE = 0x200
+_ZERO_TRACE = bytes(16)
+_ZERO_SPAN = bytes(8)
+
+
+class BadRequest(ValueError):
+    """The body cannot be read as an OTLP trace request; the message says why."""
+
+
+class TooLarge(ValueError):
+    """The body is larger than allowed once decompressed."""
+
+
+def decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """Undo ``Content-Encoding`` (gzip or deflate), never producing more than ``limit`` bytes."""
+    encoding = (encoding or "identity").strip().lower()
+    if encoding in ("", "identity"):
+        if len(body) > limit:
+            raise TooLarge(f"request body is larger than {limit} bytes")
+        return body
+    if encoding not in ("gzip", "deflate"):
+        raise BadRequest(f"unsupported Content-Encoding {encoding!r}; use gzip, deflate or none")
+    decoder = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+    try:
+        out = decoder.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise BadRequest(f"body is not valid {encoding}: {exc}") from None
+    if len(out) > limit or decoder.unconsumed_tail:
+        raise TooLarge(f"request body is larger than {limit} bytes once decompressed")
+    return out
+
+
+def _hex_ids_to_base64(node: Any) -> None:
+    """OTLP/JSON writes ids as hex; protobuf's JSON mapping expects base64 for bytes fields."""
+    if isinstance(node, dict):
+        for key in ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"):
+            value = node.get(key)
+            if isinstance(value, str) and value:
+                try:
+                    node[key] = base64.b64encode(bytes.fromhex(value)).decode()
+                except ValueError:
+                    raise BadRequest(f"{key} {value[:40]!r} is not hexadecimal") from None
+        for value in node.values():
+            _hex_ids_to_base64(value)
+    elif isinstance(node, list):
+        for item in node:
+            _hex_ids_to_base64(item)
+
+
+def parse_request(body: bytes, content_type: str) -> ExportTraceServiceRequest:
+    media = (content_type or "").split(";")[0].strip().lower()
+    message = ExportTraceServiceRequest()
+    if media == PROTOBUF:
+        try:
+            message.ParseFromString(body)
+        except (DecodeError, RuntimeError, ValueError) as exc:
+            raise BadRequest(f"body is not a valid OTLP protobuf ExportTraceServiceRequest: {exc}") from None
+        return message
+    if media == JSON:
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadRequest(f"body is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise BadRequest("body must be a JSON object (an OTLP ExportTraceServiceRequest)")
+        _hex_ids_to_base64(data)
+        try:
+            json_format.ParseDict(data, message, ignore_unknown_fields=True)
+        except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
+            raise BadRequest(f"body is not a valid OTLP/JSON ExportTraceServiceRequest: {exc}") from None
+        return message
+    raise BadRequest(f"unsupported Content-Type {content_type!r}; use {PROTOBUF} or {JSON}")
+
+
+def _value(value: Any, depth: int = 0) -> Any:
+    kind = value.WhichOneof("value")
+    if kind is None:
+        return None
+    if kind in ("string_value", "bool_value", "int_value", "double_value"):
+        return getattr(value, kind)
+    if depth > 32:
+        return None
+    if kind == "array_value":
+        return [_value(v, depth + 1) for v in value.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: _value(kv.value, depth + 1) for kv in value.kvlist_value.values}
+    if kind == "bytes_value":
+        return base64.b64encode(value.bytes_value).decode()
+    return None
+
+
+def _attributes(items: Any) -> dict[str, Any]:
+    return {kv.key: _value(kv.value) for kv in items}
+
+
+def to_raw_spans(message: ExportTraceServiceRequest, raw: RawSpans, project: str | None) -> tuple[int, list[str]]:
+    """Append the message's spans to ``raw``; returns (rejected count, reasons)."""
+    rejected = 0
+    reasons: list[str] = []
+    for resource_spans in message.resource_spans:
+        resource = _attributes(resource_spans.resource.attributes)
+        resource_index = raw.resource(resource)
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                reason = _problem(span)
+                if reason is not None:
+                    rejected += 1
+                    if len(reasons) < 5:
+                        reasons.append(reason)
+                    continue
+                parent = span.parent_span_id
+                flags = span.flags
+                events = None
+                if span.events:
+                    events = dumps([
+                        {"name": e.name, "timestamp_ns": e.time_unix_nano, "attributes": _attributes(e.attributes)}
+                        for e in span.events
+                    ])  # fmt: skip
+                raw.add(
+                    binascii.hexlify(span.trace_id).decode(),
+                    binascii.hexlify(span.span_id).decode(),
+                    binascii.hexlify(parent).decode() if parent else None,
+                    bool(flags & _IS_REMOTE_KNOWN and flags & _IS_REMOTE),
+                    span.name,
+                    _KINDS.get(span.kind, "INTERNAL"),
+                    span.start_time_unix_nano,
+                    span.end_time_unix_nano or None,
+                    _STATUS.get(span.status.code, "UNSET"),
+                    span.status.message or None,
+                    _attributes(span.attributes),
+                    events,
+                    resource_index,
+                    project,
+                )
+    return rejected, reasons
+
+
+def _problem(span: Any) -> str | None:
+    if len(span.trace_id) != 16 or span.trace_id == _ZERO_TRACE:
+        return f"span {span.name[:40]!r}: trace_id must be 16 non-zero bytes"
+    if len(span.span_id) != 8 or span.span_id == _ZERO_SPAN:
+        return f"span {span.name[:40]!r}: span_id must be 8 non-zero bytes"
+    if span.parent_span_id and len(span.parent_span_id) != 8:
+        return f"span {span.name[:40]!r}: parent_span_id must be 8 bytes"
+    if not span.start_time_unix_nano:
+        return f"span {span.name[:40]!r}: start_time_unix_nano is missing"
+    if span.end_time_unix_nano and span.end_time_unix_nano < span.start_time_unix_nano:
+        return f"span {span.name[:40]!r}: ends before it starts"
+    return None
+
+
+_KINDS = {0: "INTERNAL", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
+_STATUS = {0: "UNSET", 1: "OK", 2: "ERROR"}
+
+
+def response(rejected: int, reasons: list[str], content_type: str) -> tuple[bytes, str]:
+    """An ExportTraceServiceResponse in the request's encoding (partial success if rejected)."""
+    message = ExportTraceServiceResponse()
+    if rejected:
+        message.partial_success.rejected_spans = rejected
+        message.partial_success.error_message = "; ".join(reasons)
+    if (content_type or "").split(";")[0].strip().lower() == JSON:
+        return json_format.MessageToJson(message, indent=None).encode(), JSON
+    return message.SerializeToString(), PROTOBUF
+
+
+def gzip_bytes(data: bytes) -> bytes:
+    return gzip.compress(data)

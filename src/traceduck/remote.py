@@ -1,0 +1,203 @@
+"""Remote mode: spans go to a traceduck collector over OTLP/HTTP; reads and writes use its API.
+
+``configure(store="http://127.0.0.1:4318", api_key=...)`` installs the standard OTLP/HTTP span
+exporter in a ``BatchSpanProcessor``; ``search_traces``, ``get_trace``, ``log_feedback`` and the
+curation functions reach the collector through :class:`RemoteStore`, which speaks its JSON API.
+Filters are parsed locally first, so errors are identical in both modes. Needs the extra
+``traceduck[remote]`` (httpx and the OTLP exporter).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .entities import Assessment, Trace, assessment_from_dict
+from .errors import AssessmentNotFoundError, InvalidFilterError, TraceduckError
+from .paging import InvalidPageTokenError
+from .store.query import PageRows, SearchQuery
+
+PAGE_SIZE = 5_000
+
+
+class RemoteError(TraceduckError):
+    """The collector refused or failed a request; ``status`` is the HTTP status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(f"collector answered {status}: {message}")
+
+
+class RemoteAuthError(RemoteError, PermissionError):
+    """401/403: the API key is missing, invalid, revoked or lacks the right."""
+
+
+def _client_module() -> Any:
+    try:
+        import httpx  # noqa: PLC0415
+    except ImportError:
+        raise ImportError("remote mode needs httpx: pip install 'traceduck[remote]'") from None
+    return httpx
+
+
+class RemoteStore:
+    """The collector's API with the interface of a local store."""
+
+    project: str | None = None  # the collector scopes everything by the API key's project
+
+    def __init__(self, url: str, api_key: str | None = None, timeout: float = 30.0) -> None:
+        httpx = _client_module()
+        self.url = url.rstrip("/")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.client = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    # -- plumbing --------------------------------------------------------------------------
+    def _call(self, method: str, path: str, not_found: Any = RemoteError, **kwargs: Any) -> Any:
+        response = self.client.request(method, path, **kwargs)
+        if response.status_code < 400:
+            return response.json()
+        try:
+            body = response.json()
+        except ValueError:
+            body = {"detail": response.text}
+        message = body.get("detail") if isinstance(body, dict) else str(body)
+        if not isinstance(message, str):
+            message = json.dumps(message)
+        code = body.get("error") if isinstance(body, dict) else None
+        if code == "invalid_filter":
+            raise InvalidFilterError(message, int(body.get("position", 0)))
+        if code == "invalid_page_token":
+            raise InvalidPageTokenError(message)
+        if response.status_code in (401, 403):
+            raise RemoteAuthError(response.status_code, message)
+        if response.status_code == 404 and not_found is not RemoteError:
+            return not_found
+        if response.status_code in (400, 422):
+            raise ValueError(message)
+        raise RemoteError(response.status_code, message)
+
+    # -- reads -----------------------------------------------------------------------------
+    def search(self, query: SearchQuery) -> PageRows:
+        params: dict[str, Any] = {"include_spans": str(query.include_spans).lower()}
+        if query.filter_string:
+            params["filter"] = query.filter_string
+        if query.order_by:
+            params["order_by"] = query.order_by
+        traces: list[Trace] = []
+        token = query.page_token
+        while True:
+            size = query.page_size if query.page_size is not None else PAGE_SIZE
+            page = self._call("GET", "/api/traces", params={**params, "max_results": size,
+                                                           **({"page_token": token} if token else {})})  # fmt: skip
+            traces.extend(Trace.from_dict(t) for t in page["traces"])
+            token = page["next_page_token"]
+            if query.page_size is not None or token is None:
+                return PageRows(traces, token if query.page_size is not None else None)
+
+    def count(self, node: Any, filter_string: str | None = None) -> int:
+        params = {"filter": filter_string} if filter_string else {}
+        return int(self._call("GET", "/api/trace_count", params=params)["count"])
+
+    def get_trace(self, trace_id: str) -> Trace | None:
+        found = self._call("GET", f"/api/traces/{trace_id}", not_found=None)
+        return Trace.from_dict(found) if found else None
+
+    def find_trace_id(self, target_kind: str, target: str) -> str | None:
+        found = self._call("GET", "/api/trace_lookup", params={target_kind: target}, not_found=None)
+        return found["info"]["trace_id"] if found else None
+
+    # -- assessments -----------------------------------------------------------------------
+    @staticmethod
+    def _body(row: dict[str, Any]) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            row["target_kind"]: row["target"],
+            "name": row["name"],
+            "value": json.loads(row["value_json"]) if row["value_json"] is not None else None,
+            "source": {"source_type": row["source_type"], "source_id": row["source_id"]},
+            "metadata": json.loads(row["metadata_json"]) if row["metadata_json"] else None,
+            "span_id": row["span_id"],
+        }
+        if row["kind"] == "feedback":
+            body["rationale"] = row["rationale"]
+            body["error"] = json.loads(row["error_json"]) if row["error_json"] else None
+        return body
+
+    def log_assessment(self, row: dict[str, Any]) -> Assessment:
+        path = "/api/feedback" if row["kind"] == "feedback" else "/api/expectations"
+        return assessment_from_dict(self._call("POST", path, json=self._body(row)))
+
+    def get_assessment(self, assessment_id: str) -> Assessment | None:
+        found = self._call("GET", f"/api/assessments/{assessment_id}", not_found=None)
+        return assessment_from_dict(found) if found else None
+
+    def update_assessment(self, assessment_id: str, changes: dict[str, Any]) -> None:
+        body: dict[str, Any] = {}
+        if "value_json" in changes:
+            body["value"] = json.loads(changes["value_json"]) if changes["value_json"] is not None else None
+        if "rationale" in changes:
+            body["rationale"] = changes["rationale"]
+        if "metadata_json" in changes:
+            body["metadata"] = json.loads(changes["metadata_json"])
+        if "error_json" in changes:
+            body["error"] = json.loads(changes["error_json"]) if changes["error_json"] else None
+        if "source_type" in changes:
+            body["source"] = {"source_type": changes["source_type"], "source_id": changes.get("source_id")}
+        if self._call("PATCH", f"/api/assessments/{assessment_id}", not_found=None, json=body) is None:
+            raise AssessmentNotFoundError(f"no assessment {assessment_id!r}")
+
+    def override_assessment(self, old: Assessment, row: dict[str, Any]) -> Assessment:
+        body = self._body(row)
+        found = self._call("POST", f"/api/assessments/{old.assessment_id}/override", not_found=None,
+                           json={k: body[k] for k in ("value", "rationale", "source", "metadata")})  # fmt: skip
+        if found is None:
+            raise AssessmentNotFoundError(f"no assessment {old.assessment_id!r}")
+        return assessment_from_dict(found)
+
+    def delete_assessment(self, assessment: Assessment) -> None:
+        self._call("DELETE", f"/api/assessments/{assessment.assessment_id}", not_found=None)
+
+    def pending_assessments(self) -> list[Assessment]:
+        return [assessment_from_dict(a) for a in self._call("GET", "/api/assessments/pending")]
+
+    # -- curation --------------------------------------------------------------------------
+    def edit_tags(self, trace_ids: list[str] | None = None, node: Any = None, use_filter: bool = False,
+                  replace: dict[str, Any] | None = None, add: dict[str, Any] | None = None,
+                  remove: list[str] | None = None, filter_string: str | None = None) -> int:
+        if replace is not None or (trace_ids is not None and len(trace_ids) == 1 and not use_filter):
+            assert trace_ids is not None and len(trace_ids) == 1
+            body = {"tags": replace, "add_tags": add, "remove_tags": remove}
+            found = self._call("PATCH", f"/api/traces/{trace_ids[0]}", not_found=None,
+                               json={k: v for k, v in body.items() if v is not None})  # fmt: skip
+            return 0 if found is None else 1
+        body = {"trace_ids": trace_ids, "filter": filter_string if use_filter else None,
+                "add_tags": add, "remove_tags": remove}  # fmt: skip
+        return int(self._call("POST", "/api/traces/tags", json={k: v for k, v in body.items() if v is not None})["updated"])
+
+    def replace_metadata(self, trace_id: str, metadata: dict[str, Any]) -> int:
+        found = self._call("PATCH", f"/api/traces/{trace_id}", not_found=None, json={"metadata": metadata})
+        return 0 if found is None else 1
+
+
+def remote_span_processor(settings: Any) -> Any:
+    """A BatchSpanProcessor with the standard OTLP/HTTP exporter pointed at the collector."""
+    try:
+        from opentelemetry.exporter.otlp.proto.http import Compression  # noqa: PLC0415
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # noqa: PLC0415
+    except ImportError:
+        raise ImportError(
+            "remote mode needs the OTLP exporter: pip install 'traceduck[remote]'"
+        ) from None
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415
+
+    headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else None
+    exporter = OTLPSpanExporter(
+        endpoint=settings.store.rstrip("/") + "/v1/traces",
+        headers=headers,
+        compression=Compression.Gzip,
+    )
+    return BatchSpanProcessor(
+        exporter,
+        max_queue_size=settings.max_queue_size,
+        max_export_batch_size=min(settings.max_batch_size, 2048),
+        schedule_delay_millis=int(settings.flush_interval * 1000),
+    )
