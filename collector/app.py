@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import traceduck as td
 from traceduck.paging import InvalidPageTokenError
@@ -25,6 +26,7 @@ from traceduck.store.duckdb_store import DuckDBStore
 from . import otlp
 from .api import router as api_router
 from .auth import KeyRing, Principal, require
+from .chat_api import router as chat_router
 from .ingest import IngestQueue, Overloaded
 from .settings import CollectorSettings
 
@@ -43,7 +45,16 @@ def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"detail": message, "error": code, **extra}, status_code=status)
 
 
+_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 409: "conflict",
+          413: "too_large", 415: "unsupported_media_type", 429: "overloaded", 503: "unavailable"}
+
+
 def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail, "error": _CODES.get(exc.status_code, "error")},
+                            status_code=exc.status_code, headers=getattr(exc, "headers", None))  # fmt: skip
+
     @app.exception_handler(td.InvalidFilterError)
     async def invalid_filter(request: Request, exc: td.InvalidFilterError) -> JSONResponse:
         return _error(400, "invalid_filter", exc.message, position=exc.position)
@@ -95,6 +106,7 @@ def create_app(settings: CollectorSettings, store: DuckDBStore | None = None) ->
     app.state.ingest = IngestQueue(store, settings.max_queued_spans, settings.batch_max_spans)
     _install_error_handlers(app)
     app.include_router(api_router)
+    app.include_router(chat_router)
 
     def _retry_later(status: int, code: str, message: str) -> JSONResponse:
         return JSONResponse({"detail": message, "error": code}, status_code=status,
@@ -132,7 +144,6 @@ def create_app(settings: CollectorSettings, store: DuckDBStore | None = None) ->
         healthy = ingest.healthy
         body = {
             "status": "ok" if healthy else "degraded",
-            "store": store.path,
             "queued_spans": ingest.stats.queued_spans,
             "last_error": None if healthy else ingest.stats.last_error,
         }
@@ -143,8 +154,10 @@ def create_app(settings: CollectorSettings, store: DuckDBStore | None = None) ->
         lines = []
         for name, value in app.state.ingest.stats.as_dict().items():
             if isinstance(value, (int, float)) and not isinstance(value, bool) and not name.endswith("_time"):
-                lines.append(f"# TYPE traceduck_{name} {'gauge' if name == 'queued_spans' else 'counter'}")
-                lines.append(f"traceduck_{name} {value}")
+                if name == "queued_spans":
+                    lines += [f"# TYPE traceduck_{name} gauge", f"traceduck_{name} {value}"]
+                else:
+                    lines += [f"# TYPE traceduck_{name}_total counter", f"traceduck_{name}_total {value}"]
         return PlainTextResponse("\n".join(lines) + "\n")
 
     return app

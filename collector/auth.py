@@ -2,8 +2,9 @@
 
 Keys are sent as ``Authorization: Bearer <key>`` or in a configurable header. Each key belongs to
 one project and has read, write and/or admin rights. A key of project A never sees project B:
-B's ids answer 404, exactly as ids that do not exist. With no key in the store the collector is
-open (every caller reads and writes every project) and, for that reason, serves loopback only.
+B's ids answer 404, exactly as ids that do not exist. Until the first key is created the collector
+is open (every caller reads and writes every project) and, for that reason, serves loopback only;
+once a key exists every request needs a valid one, even after all keys are revoked.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ CACHE_SECONDS = 5.0
 
 @dataclass(frozen=True)
 class Principal:
-    """The caller: a project (None = all projects, when no keys exist) and rights."""
+    """The caller: a project (None = all projects, while no key was ever created) and rights."""
 
     project: str | None
     rights: frozenset[str]
@@ -48,13 +49,13 @@ class KeyRing:
         self._lock = threading.Lock()
 
     def is_open(self) -> bool:
-        """True while no (unrevoked) key exists."""
+        """True while no key was ever created (revoking every key does not open the service)."""
         now = time.monotonic()
         with self._lock:
             if self._open is not None and now - self._open[0] < CACHE_SECONDS:
                 return self._open[1]
         with self.store.connect() as con:
-            value = not key_store.any_keys(con)
+            value = not key_store.any_keys(con, include_revoked=True)
         with self._lock:
             self._open = (now, value)
         return value
@@ -92,9 +93,7 @@ class KeyRing:
             raise HTTPException(401, detail="an API key is required (Authorization: Bearer <key>)",
                                 headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
         info = self.verify(key)
-        if info is None:
-            if self.is_open():
-                return OPEN
+        if info is None:  # a key that is presented must be valid, open service or not
             raise HTTPException(401, detail="the API key is not valid or was revoked",
                                 headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
         return Principal(info.project, info.rights, info.key_id)

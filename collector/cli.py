@@ -48,12 +48,13 @@ def _collector(args: argparse.Namespace) -> int:
     from .app import create_app, open_collector_store  # noqa: PLC0415
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    settings = CollectorSettings(store=args.store, host=args.host, port=args.port,
-                                 api_key_header=args.api_key_header, max_queued_spans=args.max_queued_spans,
-                                 ack_timeout=args.ack_timeout)  # fmt: skip
+    settings = CollectorSettings.from_env()  # every setting has an environment variable; flags win
+    settings.store, settings.host, settings.port = args.store, args.host, args.port
+    settings.api_key_header, settings.max_queued_spans = args.api_key_header, args.max_queued_spans
+    settings.ack_timeout = args.ack_timeout
     store = open_collector_store(settings.store)
     with store.connect() as con:
-        open_mode = not key_store.any_keys(con)
+        open_mode = not key_store.any_keys(con, include_revoked=True)
     if open_mode and not _is_loopback(settings.host):
         print(f"traceduck collector: no API key exists in {settings.store}, so anyone could read and "
               f"write; serving on {LOOPBACK} only instead of {settings.host}. Create a key with "

@@ -40,4 +40,5 @@ class CollectorSettings:
             batch_max_spans=int(_env("TRACEDUCK_BATCH_MAX_SPANS", str(base.batch_max_spans))),
             max_body_bytes=int(_env("TRACEDUCK_MAX_BODY_BYTES", str(base.max_body_bytes))),
             ack_timeout=float(_env("TRACEDUCK_ACK_TIMEOUT", str(base.ack_timeout))),
+            retry_after=int(_env("TRACEDUCK_RETRY_AFTER", str(base.retry_after))),
         )

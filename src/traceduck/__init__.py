@@ -33,6 +33,8 @@ from .errors import (
     TraceduckError,
     TraceNotFoundError,
 )
+from .llm import normalize_chat, register_price
+from .llm.selection import select_choice
 from .paging import InvalidPageTokenError
 from .search import TracePage, count_traces, get_trace, search_traces, search_traces_page
 from .tracing import LiveSpan, start_span, trace
@@ -74,9 +76,12 @@ __all__ = [
     "list_pending_assessments",
     "log_expectation",
     "log_feedback",
+    "normalize_chat",
     "override_feedback",
+    "register_price",
     "search_traces",
     "search_traces_page",
+    "select_choice",
     "settings",
     "shutdown",
     "start_span",

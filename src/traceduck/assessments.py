@@ -140,7 +140,9 @@ def build_row(kind: str, target: tuple[str, str], name: str, value: Any, source:
     now = int(time.time() * 1000)
     target_kind, target_id = target
     return {
-        "assessment_id": "a-" + uuid.uuid4().hex,
+        # Time-ordered ids: among assessments created in the same millisecond, the greater id is
+        # the later one, so "the latest valid assessment" is always well defined.
+        "assessment_id": f"a-{time.time_ns():016x}{uuid.uuid4().hex[:16]}",
         "trace_id": None,  # resolved by the store within the project, else pending
         "project": project,
         "target_kind": target_kind,

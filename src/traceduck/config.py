@@ -101,6 +101,9 @@ _lock = threading.RLock()
 _setup: _Setup | None = None
 _dispatchers: dict[int, _Dispatcher] = {}  # id(provider) -> the dispatcher added to it
 _installed_provider: TracerProvider | None = None
+#: After shutdown() (explicit, or at interpreter exit) tracing records nothing until the next
+#: configure(), instead of quietly setting up the defaults again.
+_shut_down = False
 
 
 def _provider_for(settings: Settings, tracer_provider: TracerProvider | None) -> TracerProvider:
@@ -159,7 +162,7 @@ def configure(
 
     Raises :class:`~traceduck.StoreLockedError` if another process already writes to the file.
     """
-    global _setup
+    global _setup, _shut_down
     from .processor import StoreSpanProcessor  # noqa: PLC0415  (keeps the API free of storage)
     from .roots import RootSpanTracker  # noqa: PLC0415
 
@@ -176,6 +179,7 @@ def configure(
     )
     with _lock:
         shutdown()
+        _shut_down = False
         provider = _provider_for(settings, tracer_provider)
         store_obj = None
         if settings.is_remote:
@@ -209,6 +213,8 @@ def get_tracer() -> otel_trace.Tracer:
     """The tracer traceduck records with; configures the defaults on first use."""
     setup = _setup
     if setup is None:
+        if _shut_down:
+            return otel_trace.NoOpTracer()
         with _lock:
             if _setup is None:
                 configure()
@@ -248,11 +254,12 @@ def stats() -> dict[str, Any]:
 
 def shutdown() -> None:
     """Flush and stop traceduck's processor and release the store (configure() may follow)."""
-    global _setup
+    global _setup, _shut_down
     with _lock:
         setup, _setup = _setup, None
         if setup is None:
             return
+        _shut_down = True
         setup.dispatcher.shutdown()
         if setup.store is not None:
             setup.store.release_writer()

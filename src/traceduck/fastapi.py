@@ -45,6 +45,13 @@ def patch_traced_routes(app: Any) -> int:
 
     patched = 0
     for route in getattr(app, "routes", []):
+        router = getattr(route, "original_router", None)  # an included APIRouter (FastAPI >= 0.13x)
+        if router is not None:
+            inner = patch_traced_routes(router)
+            if inner and callable(getattr(router, "_mark_routes_changed", None)):
+                router._mark_routes_changed()  # let FastAPI rebuild its per-route contexts
+            patched += inner
+            continue
         if not isinstance(route, APIRoute):
             continue
         wrapper = traced_functions.get(route.endpoint)
@@ -92,8 +99,9 @@ class TraceduckMiddleware:
         found: dict[str, str] = {}
         for raw_name, raw_value in scope.get("headers", []):
             field = wanted.get(raw_name.decode("latin-1").lower())
-            if field is not None:
-                found[field] = raw_value.decode("latin-1")
+            value = raw_value.decode("latin-1").strip()
+            if field is not None and value:  # an empty header is no value: leave the field absent
+                found[field] = value
         for field, value in found.items():
             try:
                 update_current_trace(**{field: value})

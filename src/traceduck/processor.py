@@ -17,17 +17,22 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import duckdb
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-from .errors import StoreLockedError
+from .errors import StoreBusyError, StoreLockedError
 from .raw_spans import RawSpans
 
 logger = logging.getLogger("traceduck")
 
-#: How long one batch is retried on errors other than a busy file before it is given up.
+#: How long one batch is retried on a busy or failing file (disk full, ...) before it is given up.
 RETRY_BUDGET_SECONDS = 60.0
+#: At shutdown (interpreter exit), how long a failing store is retried before giving up.
+SHUTDOWN_SECONDS = 5.0
 WARN_EVERY_SECONDS = 10.0
+#: Errors worth retrying: the file is busy, full or unavailable for now.
+TRANSIENT_ERRORS = (StoreBusyError, duckdb.IOException, OSError)
 
 
 class _FlushMarker:
@@ -73,7 +78,8 @@ class StoreSpanProcessor(SpanProcessor):
         self._queue: deque[Any] = deque()
         self._wake = threading.Event()
         self._stopping = False
-        self._last_warning = 0.0
+        self._give_up_at = float("inf")
+        self._last_warning = float("-inf")
         self._pid = os.getpid()
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()
@@ -84,6 +90,8 @@ class StoreSpanProcessor(SpanProcessor):
         pass
 
     def on_end(self, span: ReadableSpan) -> None:
+        if self._pid != os.getpid():  # forked: the writer thread did not survive the fork
+            self._after_fork()
         queue = self._queue
         if len(queue) >= self.max_queue_size or self._stopping:
             self._drop(1)
@@ -91,20 +99,17 @@ class StoreSpanProcessor(SpanProcessor):
         queue.append(span)
         if len(queue) >= self.max_batch_size and not self._wake.is_set():
             self._wake.set()
-        if self._pid != os.getpid():  # forked: the writer thread did not survive the fork
-            self._after_fork()
 
     def _drop(self, count: int) -> None:
         self.stats.dropped_spans += count
-        now = time.monotonic()
-        if now - self._last_warning >= WARN_EVERY_SECONDS:
-            self._last_warning = now
-            logger.warning(
-                "traceduck dropped spans because its queue is full (max_queue_size=%d); "
-                "%d dropped so far", self.max_queue_size, self.stats.dropped_spans,
-            )
+        self._warn(
+            f"traceduck dropped spans because its queue is full (max_queue_size={self.max_queue_size}); "
+            f"{self.stats.dropped_spans} dropped so far"
+        )
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
+        if self._pid != os.getpid():
+            self._after_fork()
         marker = _FlushMarker()
         self._queue.append(marker)
         self._wake.set()
@@ -113,7 +118,9 @@ class StoreSpanProcessor(SpanProcessor):
     def shutdown(self) -> None:
         if self._stopping:
             return
-        self.force_flush(30000)
+        # Retrying a failing store must not hold up the interpreter's exit for a minute.
+        self._give_up_at = time.monotonic() + SHUTDOWN_SECONDS
+        self.force_flush(int(SHUTDOWN_SECONDS * 1000) + 1000)
         self._stopping = True
         self._wake.set()
         thread = self._thread
@@ -169,7 +176,13 @@ class StoreSpanProcessor(SpanProcessor):
             except Exception:
                 self.stats.failed_spans += 1
                 logger.exception("traceduck could not convert span %r", getattr(span, "name", span))
-        deadline = time.monotonic() + RETRY_BUDGET_SECONDS
+        if len(raw):
+            self._write_raw(raw)
+
+    def _write_raw(self, raw: RawSpans) -> None:
+        """Write with retries on a busy or failing file; a batch the store refuses as data is
+        split in halves until the offending span is isolated, so one bad span loses only itself."""
+        deadline = min(time.monotonic() + RETRY_BUDGET_SECONDS, self._give_up_at)
         delay = 0.05
         while True:
             try:
@@ -177,22 +190,32 @@ class StoreSpanProcessor(SpanProcessor):
             except StoreLockedError as exc:
                 self._give_up(len(raw), exc)
                 return
-            except Exception as exc:  # busy file, disk full, ...: retry for a while
+            except TRANSIENT_ERRORS as exc:
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
-                if self._stopping or time.monotonic() >= deadline:
+                if time.monotonic() >= min(deadline, self._give_up_at):
                     self._give_up(len(raw), exc)
                     return
-                now = time.monotonic()
-                if now - self._last_warning >= WARN_EVERY_SECONDS:
-                    self._last_warning = now
-                    logger.warning("traceduck could not write %d spans, retrying: %s", len(raw), exc)
+                self._warn(f"traceduck could not write {len(raw)} spans, retrying: {exc}")
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
                 continue
+            except Exception as exc:  # the data itself: isolate the span the store refuses
+                if len(raw) == 1:
+                    self._give_up(1, exc)
+                    return
+                for half in raw.halves():
+                    self._write_raw(half)
+                return
             self.stats.written_spans += result.spans
             self.stats.written_traces += result.traces
             self.stats.batches += 1
             return
+
+    def _warn(self, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last_warning >= WARN_EVERY_SECONDS:
+            self._last_warning = now
+            logger.warning(message)
 
     def _give_up(self, count: int, exc: BaseException) -> None:
         self.stats.failed_spans += count

@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
 from . import attributes as attr
-from .serialize import dumps
+from .serialize import clean_text, dumps
 
 _STATUS = {StatusCode.OK: "OK", StatusCode.ERROR: "ERROR", StatusCode.UNSET: "UNSET"}
 
@@ -62,10 +62,11 @@ class RawSpans:
         #: JSON of each distinct OTel Resource; spans refer to them by index.
         self.resources: list[str] = []
         self._resource_index: dict[int, tuple[Any, int]] = {}
-        #: Trace ids of the local roots in this batch, in arrival order.
-        self.root_ids: list[str] = []
-        #: Trace ids of non-root spans carrying trace fields (their root was not live).
-        self.patch_ids: set[str] = set()
+        #: (trace id, project) of the local roots in this batch, in arrival order. A trace is
+        #: identified by both: a trace id sent with another project's key is another trace.
+        self.root_ids: list[tuple[str, str]] = []
+        #: (trace id, project) of non-root spans carrying trace fields (their root was not live).
+        self.patch_ids: set[tuple[str, str]] = set()
         #: Some root had a parent in another process: its trace may already be stored.
         self.has_remote_roots = False
 
@@ -85,6 +86,24 @@ class RawSpans:
         self.patch_ids.update(other.patch_ids)
         self.has_remote_roots = self.has_remote_roots or other.has_remote_roots
 
+    def halves(self) -> tuple[RawSpans, RawSpans]:
+        """Split the batch in two (to isolate a span the store refuses)."""
+        middle = len(self.rows) // 2
+        out = []
+        for rows in (self.rows[:middle], self.rows[middle:]):
+            part = RawSpans(self.default_project)
+            part.resources = self.resources
+            part.rows = rows
+            for row in rows:
+                key = (row[0], row[4])
+                if row[3]:
+                    part.root_ids.append(key)
+                elif row[RAW_COLUMNS.index("trace_fields")] is not None:
+                    part.patch_ids.add(key)
+            part.has_remote_roots = self.has_remote_roots
+            out.append(part)
+        return out[0], out[1]
+
     def start_range(self) -> tuple[int, int]:
         starts = [row[_START] for row in self.rows]
         return min(starts), max(starts)
@@ -92,7 +111,12 @@ class RawSpans:
     def to_arrow(self) -> pa.Table:
         """The batch as an Arrow table, plus ``seq``: each span's position in arrival order."""
         columns = list(zip(*self.rows)) if self.rows else [[] for _ in RAW_COLUMNS]
-        arrays = [pa.array(values, type_) for values, type_ in zip(columns, _TYPES)]
+        try:
+            arrays = [pa.array(values, type_) for values, type_ in zip(columns, _TYPES)]
+        except UnicodeEncodeError:  # a lone surrogate somewhere: replace it rather than lose the batch
+            self.rows = [tuple(clean_text(v) if isinstance(v, str) else v for v in row) for row in self.rows]
+            columns = list(zip(*self.rows))
+            arrays = [pa.array(values, type_) for values, type_ in zip(columns, _TYPES)]
         arrays.append(pa.array(range(len(self.rows)), pa.int64()))
         return pa.table(arrays, names=[*RAW_COLUMNS, "seq"])
 
@@ -143,19 +167,19 @@ class RawSpans:
         defaults = pop(attr.TRACE_DEFAULT_METADATA, None)
         project_attr = pop(attr.TRACE_PROJECT, None)
         is_root = parent_span_id is None or parent_is_remote
+        project = project or (project_attr if isinstance(project_attr, str) else None) or self.default_project
         self.rows.append((
-            trace_id, span_id, parent_span_id, is_root,
-            project or (project_attr if isinstance(project_attr, str) else None),
+            trace_id, span_id, parent_span_id, is_root, project,
             name, kind, start_ns, end_ns, status, status_message or None,
             dumps(attributes) if attributes else None, events, resource,
             _text(span_type), _text(inputs), _text(outputs), _text(trace_fields), _text(defaults),
         ))  # fmt: skip
         if is_root:
-            self.root_ids.append(trace_id)
+            self.root_ids.append((trace_id, project))
             if parent_is_remote:
                 self.has_remote_roots = True
         elif trace_fields is not None:
-            self.patch_ids.add(trace_id)
+            self.patch_ids.add((trace_id, project))
 
     def add_readable(self, span: ReadableSpan) -> None:
         """Append a finished span of the OTel SDK."""

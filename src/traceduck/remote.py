@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from .entities import Assessment, Trace, assessment_from_dict
-from .errors import AssessmentNotFoundError, InvalidFilterError, TraceduckError
+from .errors import AssessmentNotFoundError, InvalidFilterError, TraceduckError, TraceNotFoundError
 from .paging import InvalidPageTokenError
 from .store.query import PageRows, SearchQuery
 
@@ -176,6 +176,17 @@ class RemoteStore:
     def replace_metadata(self, trace_id: str, metadata: dict[str, Any]) -> int:
         found = self._call("PATCH", f"/api/traces/{trace_id}", not_found=None, json={"metadata": metadata})
         return 0 if found is None else 1
+
+    # -- LLM calls -------------------------------------------------------------------------
+    def select_choice(self, index: int, trace_id: str | None = None, response_id: str | None = None) -> dict[str, Any]:
+        """Select another choice of a logged LLM call (``POST /api/llm/select_choice``)."""
+        body = {"index": index, "trace_id": trace_id, "response_id": response_id}
+        found = self._call("POST", "/api/llm/select_choice", not_found=None,
+                           json={k: v for k, v in body.items() if v is not None})  # fmt: skip
+        if found is None:
+            named = f"response id {response_id!r}" if response_id is not None else f"trace id {trace_id!r}"
+            raise TraceNotFoundError(f"no LLM call with {named}")
+        return found
 
 
 def remote_span_processor(settings: Any) -> Any:

@@ -11,6 +11,7 @@ import dataclasses
 import datetime
 import enum
 import json
+import re
 import uuid
 from typing import Any
 
@@ -67,6 +68,27 @@ def safe_repr(obj: Any, limit: int = 1000) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """``text`` with lone surrogates (undecodable bytes smuggled into a str) replaced by U+FFFD."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def _clean(value: Any, depth: int = 0) -> Any:
+    """A copy of a JSON-like value with every string made valid Unicode."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if depth > 100:
+        return None
+    if isinstance(value, dict):
+        return {clean_text(str(k)): _clean(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v, depth + 1) for v in value]
+    return value
+
+
 def dumps(value: Any) -> str:
     """Compact JSON text for any value; never raises.
 
@@ -76,8 +98,12 @@ def dumps(value: Any) -> str:
     """
     try:
         return orjson.dumps(value, default=_fallback, option=_ORJSON_OPTIONS).decode()
-    except (TypeError, ValueError, RecursionError):
-        pass
+    except (TypeError, ValueError, RecursionError) as exc:
+        if "surrogates" in str(exc):  # keep the value, with the undecodable characters replaced
+            try:
+                return orjson.dumps(_clean(value), default=_fallback, option=_ORJSON_OPTIONS).decode()
+            except (TypeError, ValueError, RecursionError):
+                pass
     try:
         return json.dumps(value, default=_fallback, ensure_ascii=True, allow_nan=True)
     except (ValueError, TypeError, RecursionError):  # circular or too deep structures

@@ -31,7 +31,15 @@ def resolve_store(store: Any = None) -> Any:
     return open_store(location)
 
 
+_remotes: dict[tuple[str, str | None], Any] = {}
+
+
 def _remote(url: str, api_key: str | None) -> Any:
+    """One client per collector and key, reused (it keeps its HTTP connections)."""
     from .remote import RemoteStore  # noqa: PLC0415
 
-    return RemoteStore(url, api_key=api_key)
+    key = (url.rstrip("/"), api_key)
+    store = _remotes.get(key)
+    if store is None:
+        store = _remotes[key] = RemoteStore(url, api_key=api_key)
+    return store

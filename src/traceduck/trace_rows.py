@@ -101,5 +101,5 @@ class TraceRow:
             [(k, string_form(v)) for k, v in self.metadata.items()],
             json.dumps(self.metadata),
             self.root_span_id,
-            self.stored_at or stored_at_ms,
+            stored_at_ms,  # (re)written now: pending assessments join rows of this batch
         )

@@ -158,21 +158,19 @@ class SqlGenerator:
         """Feedback and expectations: only the latest valid assessment of the name counts."""
         params.extend([node.field.kind, node.field.key])
         where = "kind = ? AND name = ? AND valid AND trace_id IS NOT NULL"
-        trace_id = f"{self.TRACE_ALIAS}.trace_id"
+        t = self.TRACE_ALIAS
+        same_trace = f"a.trace_id = {t}.trace_id AND a.project = {t}.project"
         if node.op in NULL_OPS:
-            negate = "NOT IN" if node.op == "IS NULL" else "IN"
-            return f"{trace_id} {negate} (SELECT trace_id FROM assessments WHERE {where})"
+            negate = "NOT EXISTS" if node.op == "IS NULL" else "EXISTS"
+            return f"{negate} (SELECT 1 FROM assessments a WHERE {where} AND {same_trace})"
         latest = (
-            "SELECT trace_id, value_str, value_num, row_number() OVER "
-            "(PARTITION BY trace_id ORDER BY create_time DESC, assessment_id DESC) AS rn "
+            "SELECT trace_id, project, value_str, value_num, row_number() OVER "
+            "(PARTITION BY trace_id, project ORDER BY create_time DESC, assessment_id DESC) AS rn "
             f"FROM assessments WHERE {where}"
         )
-        column = "la.value_num" if _is_numeric(node.value) else "la.value_str"
+        column = "a.value_num" if _is_numeric(node.value) else "a.value_str"
         condition = self.compare(column, node.op, node.value, params)
-        return (
-            f"{trace_id} IN (SELECT la.trace_id FROM ({latest}) AS la "
-            f"WHERE la.rn = 1 AND {condition})"
-        )
+        return f"EXISTS (SELECT 1 FROM ({latest}) AS a WHERE a.rn = 1 AND {same_trace} AND {condition})"
 
     def span_sql(self, node: Comparison, params: ParamList) -> str:
         """Span fields: a trace matches when any of its spans does."""
@@ -187,7 +185,11 @@ class SqlGenerator:
             assert name is not None
             expr = f"s.{self.SPAN_COLUMNS[name]}"
         condition = self.compare(expr, node.op, node.value, params)
-        return f"{self.TRACE_ALIAS}.trace_id IN (SELECT s.trace_id FROM spans s WHERE {condition})"
+        t = self.TRACE_ALIAS
+        return (
+            f"EXISTS (SELECT 1 FROM spans s WHERE s.trace_id = {t}.trace_id"
+            f" AND s.project = {t}.project AND {condition})"
+        )
 
     def compare(self, expr: str, op: str, value: object, params: ParamList) -> str:
         """``expr op value`` for every comparator but the NULL tests, the value as parameters."""

@@ -28,6 +28,9 @@ _LOCK_CONFLICT = re.compile(r"could not set lock|conflicting lock", re.IGNORECAS
 
 
 _files: weakref.WeakSet[DuckDBFile] = weakref.WeakSet()
+#: DuckDB instances inherited from the parent by a forked child. They must never be destroyed
+#: there (their threads did not survive the fork), so they are kept referenced forever.
+_abandoned: list[object] = []
 
 
 def _after_fork_in_child() -> None:
@@ -40,22 +43,53 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+#: How long a reader waits for a writer that signalled it wants the file.
+WRITER_PRIORITY_SECONDS = 0.5
+
+
+def _touch(path: str) -> bool:
+    try:
+        with open(path, "a"):
+            os.utime(path, None)
+        return True
+    except OSError:
+        return False
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
 def is_lock_conflict(exc: BaseException) -> bool:
     return isinstance(exc, duckdb.IOException) and bool(_LOCK_CONFLICT.search(str(exc)))
 
 
+ALIAS = "td_store"
+
+
 class DuckDBFile:
-    """One DuckDB file as this process uses it: the writer role, connections, retries."""
+    """One DuckDB file as this process uses it: the writer role, connections, retries.
+
+    Creating a DuckDB instance costs ~25 ms whatever the file, attaching a file to a live
+    instance ~1.5 ms. So each process keeps one in-memory instance and, for every unit of work,
+    ATTACHes the store file, runs the work on a cursor that ``USE``s it, and DETACHes it, which
+    checkpoints and releases the file lock for other processes.
+    """
 
     def __init__(self, path: str, lock_timeout: float = 10.0, hold_open: bool = False) -> None:
         self.path = path
         self.lock_timeout = lock_timeout
-        #: Keep the file open between writes (faster; other processes cannot read meanwhile).
+        #: Keep the file attached between units of work (the collector: faster, and searches run
+        #: concurrently with writes; other processes cannot open the file meanwhile).
         self.hold_open = hold_open
         self._lock = threading.RLock()
         self._writer_fd: int | None = None
         self._writer_refs = 0
-        self._held: duckdb.DuckDBPyConnection | None = None
+        self._instance: duckdb.DuckDBPyConnection | None = None
+        self._attached: bool | None = None  # None: not attached; else True if read-only
         self.migrated = False
         _files.add(self)
 
@@ -64,7 +98,10 @@ class DuckDBFile:
             os.close(self._writer_fd)
         self._writer_fd = None
         self._writer_refs = 0
-        self._held = None
+        if self._instance is not None:
+            _abandoned.append(self._instance)  # destroying it in the child would crash
+        self._instance = None
+        self._attached = None
         self._lock = threading.RLock()
 
     # -- the writer role -------------------------------------------------------------------
@@ -116,9 +153,7 @@ class DuckDBFile:
             self._writer_refs -= 1
             if self._writer_refs > 0:
                 return
-            if self._held is not None:
-                self._held.close()
-                self._held = None
+            self._detach()
             fd, self._writer_fd = self._writer_fd, None
             try:
                 fcntl.flock(fd, fcntl.LOCK_UN)
@@ -126,20 +161,63 @@ class DuckDBFile:
                 os.close(fd)
 
     # -- connections -----------------------------------------------------------------------
-    def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+    def _instance_connection(self) -> duckdb.DuckDBPyConnection:
+        if self._instance is None:
+            self._instance = duckdb.connect(":memory:")
+            # The progress bar takes the GIL while a query runs, stalling the application.
+            self._instance.execute("SET enable_progress_bar = false")
+        return self._instance
+
+    @property
+    def wants_path(self) -> str:
+        return self.path + ".writer.wants"
+
+    def _yield_to_writer(self) -> None:
+        """A reader in another process lets a waiting writer in before taking the file again."""
+        waited = 0.0
+        while waited < WRITER_PRIORITY_SECONDS:
+            try:
+                age = time.time() - os.stat(self.wants_path).st_mtime
+            except OSError:
+                return
+            if age > 2 * WRITER_PRIORITY_SECONDS + 1:
+                return  # a stale flag (the writer went away)
+            time.sleep(0.005)
+            waited += 0.005
+
+    def _attach(self, read_only: bool) -> None:
+        """Attach the store file (called with the lock held), retrying while it is locked."""
+        if self._attached is not None:
+            if self._attached == read_only or not self._attached:
+                return  # already attached (a read-write attachment serves reads too)
+            self._detach()
+        if not self.is_writer:
+            self._yield_to_writer()
+        instance = self._instance_connection()
+        quoted = self.path.replace("'", "''")
+        sql = f"ATTACH '{quoted}' AS {ALIAS}" + (" (READ_ONLY)" if read_only else "")
         deadline = time.monotonic() + self.lock_timeout
         delay = 0.002
+        flagged = False
         while True:
             try:
-                con = duckdb.connect(self.path, read_only=read_only)
-            except duckdb.IOException as exc:
+                instance.execute(sql)
+                self._attached = read_only
+                if self.is_writer and flagged:
+                    _remove(self.wants_path)
+                return
+            except duckdb.Error as exc:
                 if read_only and "does not exist" in str(exc):
                     raise FileNotFoundError(
                         f"no trace store at {self.path}: nothing has been written there yet"
                     ) from None
                 if not is_lock_conflict(exc):
                     raise
+                if self.is_writer and not flagged:  # ask readers elsewhere to make way
+                    flagged = _touch(self.wants_path)
                 if time.monotonic() >= deadline:
+                    if flagged:
+                        _remove(self.wants_path)
                     raise StoreBusyError(
                         f"the trace store {self.path} stayed locked by another process for "
                         f"{self.lock_timeout:.0f}s ({exc}). A long query in another process holds "
@@ -147,53 +225,46 @@ class DuckDBFile:
                     ) from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.05)
-                continue
-            # The progress bar takes the GIL while a query runs, stalling the application.
-            con.execute("SET enable_progress_bar = false")
-            return con
+
+    def _detach(self) -> None:
+        if self._attached is not None and self._instance is not None:
+            self._attached = None
+            self._instance.execute(f"DETACH {ALIAS}")
 
     @contextmanager
     def connect(self, write: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection for one unit of work.
+        """A cursor on the store for one unit of work.
 
-        In the writer process every connection is read-write (DuckDB refuses two differently
-        configured opens of one file in one process) and writes are serialised by a thread lock.
-        Normally the file is opened for the unit of work and closed after, releasing it to other
-        processes; with ``hold_open`` (the collector) it stays open and each unit of work gets
-        its own cursor, so searches run concurrently with writes.
+        In the writer process every attachment is read-write (a read-only one would make the
+        writer wait) and the units of work are serialised by a lock, so the writer thread and the
+        application's own searches take turns. With ``hold_open`` (the collector) the file stays
+        attached and only writes take the lock: searches run concurrently with writes.
         """
-        if self.hold_open and self.is_writer:
-            with self._lock:
-                if self._held is None:
-                    self._held = self._open(read_only=False)
-                    if not self.migrated:
-                        schema.migrate(self._held)
-                        self.migrated = True
-                held = self._held
-            cursor = held.cursor()
+        read_only = not (write or self.is_writer)
+        exclusive = write or not self.hold_open
+        self._lock.acquire()
+        try:
+            self._attach(read_only)
+            cursor = self._instance_connection().cursor()
+        except BaseException:
+            self._lock.release()
+            raise
+        if not exclusive:
+            self._lock.release()
+        try:
+            cursor.execute(f"USE {ALIAS}")
             cursor.execute("SET enable_progress_bar = false")
-            try:
-                if write:
-                    with self._lock:
-                        yield cursor
-                else:
-                    yield cursor
-            finally:
-                cursor.close()
-        elif self.is_writer or write:
-            with self._lock:
-                con = self._open(read_only=False)
+            if not read_only and not self.migrated:
+                schema.migrate(cursor)
+                self.migrated = True
+            elif read_only:
+                schema.check_readable(cursor)
+            yield cursor
+        finally:
+            cursor.close()
+            if exclusive:
                 try:
-                    if not self.migrated:
-                        schema.migrate(con)
-                        self.migrated = True
-                    yield con
+                    if not self.hold_open:
+                        self._detach()
                 finally:
-                    con.close()
-        else:
-            con = self._open(read_only=True)
-            try:
-                schema.check_readable(con)
-                yield con
-            finally:
-                con.close()
+                    self._lock.release()

@@ -126,3 +126,11 @@ class DuckDBStore:
     def replace_metadata(self, trace_id: str, metadata: dict[str, Any]) -> int:
         with self.file.connect(write=True) as con:
             return editing_sql.replace_metadata(con, trace_id, metadata, self.project)
+
+    # -- LLM calls -------------------------------------------------------------------------
+    def select_choice(self, index: int, trace_id: str | None = None, response_id: str | None = None) -> dict[str, Any]:
+        """Make choice ``index`` the selected one of a stored LLM call (see ``store/llm.py``)."""
+        from . import llm as llm_sql  # noqa: PLC0415
+
+        with self.file.connect(write=True) as con:
+            return llm_sql.select_choice(con, index, trace_id, response_id, self.project)

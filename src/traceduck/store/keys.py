@@ -106,5 +106,7 @@ def list_keys(con: duckdb.DuckDBPyConnection) -> list[KeyInfo]:
     return [_info(r) for r in con.execute(f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at").fetchall()]
 
 
-def any_keys(con: duckdb.DuckDBPyConnection) -> bool:
-    return bool(con.execute("SELECT count(*) FROM api_keys WHERE revoked_at IS NULL").fetchall()[0][0])
+def any_keys(con: duckdb.DuckDBPyConnection, include_revoked: bool = False) -> bool:
+    """Whether a key exists (active ones only, unless ``include_revoked``)."""
+    where = "" if include_revoked else " WHERE revoked_at IS NULL"
+    return bool(con.execute(f"SELECT count(*) FROM api_keys{where}").fetchall()[0][0])

@@ -51,13 +51,19 @@ def search(con: duckdb.DuckDBPyConnection, query: SearchQuery, project: str | No
         conditions.append(seek_sql)
         params.extend(seek_params)
     params.extend(order_params)
-    sql = (
-        f"SELECT {TRACE_INFO_SQL}, {', '.join(key_exprs)} FROM traces t"
-        f" WHERE {' AND '.join(conditions)} ORDER BY {order_sql}"
-    )
+    limit = ""
     if query.page_size is not None:
-        sql += " LIMIT ?"
+        limit = " LIMIT ?"
         params.append(query.page_size + 1)  # one more row tells whether another page follows
+    # Find the page's rows first (row ids and sort keys only), then fetch their columns: DuckDB's
+    # top-N would otherwise carry every column (tags MAPs above all) of every candidate row.
+    sql = (
+        f"WITH page AS (SELECT t.rowid AS _rid, {', '.join(f'{e} AS _k{i}' for i, e in enumerate(key_exprs))}"
+        f" FROM traces t WHERE {' AND '.join(conditions)} ORDER BY {order_sql}{limit})"
+        f" SELECT {TRACE_INFO_SQL}, {', '.join(f'page._k{i}' for i in range(len(key_exprs)))}"
+        f" FROM page JOIN traces t ON t.rowid = page._rid"
+        f" ORDER BY {', '.join(f'page._k{i} {_direction(term)} NULLS LAST' for i, term in enumerate(query.terms))}"
+    )
     rows = con.execute(sql, params).fetchall()
     more = query.page_size is not None and len(rows) > query.page_size
     if more:
@@ -75,3 +81,7 @@ def count(con: duckdb.DuckDBPyConnection, node: Node | None, project: str | None
         sql += " AND t.project = ?"
         params = [*params, project]
     return int(con.execute(sql, params).fetchall()[0][0])
+
+
+def _direction(term: OrderTerm) -> str:
+    return "ASC" if term.ascending else "DESC"

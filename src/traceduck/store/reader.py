@@ -33,7 +33,8 @@ TRACE_INFO_SQL = (
 _SPAN_SQL = (
     f"SELECT {HEX_ID.format(col='trace_id')}, span_id, parent_span_id, name, span_type, kind,"
     " start_time_ns, end_time_ns, status, status_message, attributes, inputs, outputs, events"
-    " FROM spans WHERE trace_id IN (SELECT CAST(trace_id AS UUID) FROM _td_ids){window}"
+    " FROM spans s WHERE EXISTS (SELECT 1 FROM _td_ids i WHERE s.trace_id = CAST(i.trace_id AS UUID)"
+    " AND s.project = i.project){window}"
     " ORDER BY trace_id, start_time_ns, span_id"
 )
 #: How far before its trace's root a span may start (clock skew between hosts) and how long
@@ -114,39 +115,41 @@ def assessment_from_row(row: tuple) -> Assessment:
     )
 
 
-def _with_ids(con: duckdb.DuckDBPyConnection, trace_ids: list[str], sql: str,
+def _with_ids(con: duckdb.DuckDBPyConnection, keys: list[tuple[str, str]], sql: str,
               params: list[Any] | None = None) -> list[tuple]:
-    con.register("_td_ids", pa.table({"trace_id": pa.array(trace_ids, pa.string())}))
+    """Run ``sql`` with the (trace id, project) pairs registered as ``_td_ids``."""
+    con.register("_td_ids", pa.table({"trace_id": pa.array([k[0] for k in keys], pa.string()),
+                                      "project": pa.array([k[1] for k in keys], pa.string())}))  # fmt: skip
     try:
         return con.execute(sql, params or []).fetchall()
     finally:
         con.unregister("_td_ids")
 
 
-def spans_for(con: duckdb.DuckDBPyConnection, trace_ids: list[str],
+def spans_for(con: duckdb.DuckDBPyConnection, keys: list[tuple[str, str]],
               window_ms: tuple[int, int] | None = None) -> dict[str, list[Span]]:
-    """Spans of the given traces; ``window_ms`` bounds their start times (epoch ms)."""
+    """Spans of the given (trace id, project) traces; ``window_ms`` bounds their start times."""
     out: dict[str, list[Span]] = defaultdict(list)
-    if trace_ids:
+    if keys:
         if window_ms is None:
-            rows = _with_ids(con, trace_ids, _SPAN_SQL.format(window=""))
+            rows = _with_ids(con, keys, _SPAN_SQL.format(window=""))
         else:
-            sql = _SPAN_SQL.format(window=" AND start_time_ns BETWEEN ? AND ?")
-            rows = _with_ids(con, trace_ids, sql, [window_ms[0] * 1_000_000, window_ms[1] * 1_000_000])
+            sql = _SPAN_SQL.format(window=" AND s.start_time_ns BETWEEN ? AND ?")
+            rows = _with_ids(con, keys, sql, [window_ms[0] * 1_000_000, window_ms[1] * 1_000_000])
         for row in rows:
             out[row[0]].append(span_from_row(row))
     return out
 
 
-def assessments_for(con: duckdb.DuckDBPyConnection, trace_ids: list[str]) -> dict[str, list[Assessment]]:
+def assessments_for(con: duckdb.DuckDBPyConnection, keys: list[tuple[str, str]]) -> dict[str, list[Assessment]]:
     out: dict[str, list[Assessment]] = defaultdict(list)
-    if trace_ids:
+    if keys:
         sql = (
-            f"SELECT {_ASSESSMENT_COLUMNS} FROM assessments"
-            " WHERE trace_id IN (SELECT CAST(trace_id AS UUID) FROM _td_ids)"
+            f"SELECT {_ASSESSMENT_COLUMNS} FROM assessments a WHERE EXISTS (SELECT 1 FROM _td_ids i"
+            " WHERE a.trace_id = CAST(i.trace_id AS UUID) AND a.project = i.project)"
             " ORDER BY create_time, assessment_id"
         )
-        for row in _with_ids(con, trace_ids, sql):
+        for row in _with_ids(con, keys, sql):
             out[row[1]].append(assessment_from_row(row))
     return out
 
@@ -155,7 +158,7 @@ def traces_from_rows(con: duckdb.DuckDBPyConnection, rows: list[tuple], include_
                      bounded: bool = True) -> list[Trace]:
     """``Trace`` objects for ``traces`` rows selected with :data:`TRACE_INFO_SQL`, in row order."""
     infos = [info_from_row(r) for r in rows]
-    ids = [i.trace_id for i in infos]
+    ids = [(i.trace_id, i.project) for i in infos]
     spans: dict[str, list[Span]] = {}
     if include_spans and infos:
         window = None

@@ -125,6 +125,27 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        3,
+        "llm_calls: model, tokens, cost and latency of every LLM call",
+        (
+            """
+            CREATE TABLE llm_calls (
+                trace_id        UUID    NOT NULL,
+                span_id         VARCHAR NOT NULL,
+                project         VARCHAR NOT NULL,
+                model           VARCHAR,
+                response_id     VARCHAR,
+                input_tokens    BIGINT,
+                output_tokens   BIGINT,
+                cost_usd        DOUBLE,
+                usage_estimated BOOLEAN,
+                latency_ms      DOUBLE,
+                start_time_ns   BIGINT  NOT NULL
+            )
+            """,
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
@@ -138,6 +159,7 @@ def current_version(con: duckdb.DuckDBPyConnection) -> int:
     """The schema version recorded in the store, 0 for an empty file."""
     exists = con.execute(
         "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'schema_version' AND schema_name = 'main'"
+        " AND database_name = current_database()"
     ).fetchall()[0][0]
     if not exists:
         return 0

@@ -43,7 +43,10 @@ def _string_forms(map_sql: str) -> str:
     return (
         f"map_from_entries(list_transform(map_entries({map_sql}), lambda e: {{'key': e.key, 'value': "
         "CASE json_type(e.value) WHEN 'OBJECT' THEN coalesce(json_extract_string(e.value, '$.url'),"
-        " json_extract_string(e.value, '$.value')) ELSE json_extract_string(e.value, '$') END}))"
+        " json_extract_string(e.value, '$.value'))"
+        # numbers as the direct JSON -> VARCHAR cast of the fast path renders them
+        " WHEN 'DOUBLE' THEN CAST(CAST(e.value AS DOUBLE) AS VARCHAR)"
+        " ELSE json_extract_string(e.value, '$') END}))"
     )
 
 
@@ -162,6 +165,46 @@ _RESPONSES_SQL = (
     " WHERE response_id IS NOT NULL"
 )
 
+#: One row per LLM call (a span with ``gen_ai.request.model`` or ``gen_ai.usage.*`` attributes):
+#: model, tokens (GenAI names, older ``prompt/completion_tokens`` accepted), cost, latency. A span
+#: of other instrumentation has no ``traceduck.llm.latency_ms``: its duration is used instead.
+_LLM_CALLS_SELECT = (
+    "SELECT CAST(trace_id AS UUID) AS trace_id, span_id, coalesce(project, $default_project) AS project,"
+    " model, response_id, input_tokens, output_tokens, cost_usd, usage_estimated,"
+    " coalesce(latency_ms, CASE WHEN NOT ours THEN (end_time_ns - start_time_ns) / 1e6 END) AS latency_ms,"
+    " start_time_ns FROM ("
+    "  SELECT *, coalesce(" + _attr("gen_ai.request.model") + ", " + _attr("gen_ai.response.model") + ") AS model,"
+    "   " + _attr("gen_ai.response.id") + " AS response_id,"
+    "   TRY_CAST(coalesce(" + _attr("gen_ai.usage.input_tokens") + ", " + _attr("gen_ai.usage.prompt_tokens")
+    + ") AS BIGINT) AS input_tokens,"
+    "   TRY_CAST(coalesce(" + _attr("gen_ai.usage.output_tokens") + ", " + _attr("gen_ai.usage.completion_tokens")
+    + ") AS BIGINT) AS output_tokens,"
+    "   TRY_CAST(" + _attr("traceduck.llm.cost_usd") + " AS DOUBLE) AS cost_usd,"
+    "   coalesce(TRY_CAST(" + _attr("traceduck.llm.usage_estimated") + " AS BOOLEAN), false) AS usage_estimated,"
+    "   TRY_CAST(" + _attr("traceduck.llm.latency_ms") + " AS DOUBLE) AS latency_ms,"
+    "   contains(attributes, '\"traceduck.llm.') AS ours"
+    "  FROM _td_raw WHERE attributes IS NOT NULL"
+    "   AND (contains(attributes, 'gen_ai.request.model') OR contains(attributes, 'gen_ai.usage.')))"
+    " WHERE model IS NOT NULL OR input_tokens IS NOT NULL OR output_tokens IS NOT NULL"
+)
+_LLM_CALLS_COLUMNS = (
+    "trace_id, span_id, project, model, response_id, input_tokens, output_tokens, cost_usd,"
+    " usage_estimated, latency_ms, start_time_ns"
+)
+
+
+def _llm_calls_sql(dedupe: bool) -> str:
+    """Insert the batch's LLM calls; with ``dedupe`` skip calls already stored (redelivered spans)."""
+    if not dedupe:
+        return f"INSERT INTO llm_calls ({_LLM_CALLS_COLUMNS}) {_LLM_CALLS_SELECT}"
+    return (
+        f"INSERT INTO llm_calls ({_LLM_CALLS_COLUMNS}) SELECT * FROM ({_LLM_CALLS_SELECT}) b"
+        " QUALIFY row_number() OVER (PARTITION BY b.project, b.trace_id, b.span_id) = 1"
+        " AND NOT EXISTS (SELECT 1 FROM llm_calls c WHERE c.trace_id = b.trace_id AND c.span_id = b.span_id"
+        " AND c.project = b.project)"
+    )
+
+
 _INSERT_COLUMNS = ", ".join(TRACE_COLUMNS)
 _ROW_SELECT = ", ".join("CAST(hex_id AS UUID)" if c == "trace_id" else c for c in TRACE_COLUMNS)
 _ROW_FIELDS = ", ".join("hex_id AS trace_id" if c == "trace_id" else c for c in TRACE_COLUMNS)
@@ -181,29 +224,33 @@ class PendingPatches:
 
     def __init__(self, limit: int = MAX_PENDING_PATCHES) -> None:
         self.limit = limit
-        self._items: OrderedDict[str, TraceRow] = OrderedDict()
+        self._items: OrderedDict[tuple[str, str], TraceRow] = OrderedDict()
 
     def add(self, row: TraceRow) -> None:
-        existing = self._items.get(row.trace_id)
+        key = (row.trace_id, row.project)
+        existing = self._items.get(key)
         if existing is not None:
             existing.merge(row)
             return
-        self._items[row.trace_id] = row
+        self._items[key] = row
         while len(self._items) > self.limit:
             self._items.popitem(last=False)
 
-    def __contains__(self, trace_id: object) -> bool:
-        return trace_id in self._items
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
 
-    def take(self, trace_id: str) -> TraceRow | None:
-        return self._items.pop(trace_id, None)
+    def take(self, key: tuple[str, str]) -> TraceRow | None:
+        """The patch for (trace id, project), removed."""
+        return self._items.pop(key, None)
 
     def __len__(self) -> int:
         return len(self._items)
 
 
-def _register_ids(con: duckdb.DuckDBPyConnection, name: str, ids: list[str]) -> None:
-    con.register(name, pa.table({"id": pa.array(ids, pa.string())}))
+def _register_pairs(con: duckdb.DuckDBPyConnection, name: str, pairs: list[tuple[str, str]]) -> None:
+    """Register (trace id, project) pairs as a table with columns ``id`` and ``project``."""
+    con.register(name, pa.table({"id": pa.array([p[0] for p in pairs], pa.string()),
+                                 "project": pa.array([p[1] for p in pairs], pa.string())}))  # fmt: skip
 
 
 def _insert_spans(con: duckdb.DuckDBPyConnection, raw: RawSpans, params: dict, dedupe: bool) -> int:
@@ -215,71 +262,78 @@ def _insert_spans(con: duckdb.DuckDBPyConnection, raw: RawSpans, params: dict, d
     before = con.execute("SELECT count(*) FROM spans").fetchall()[0][0]
     con.execute(
         f"INSERT INTO spans ({columns}) SELECT * FROM ({_SPANS_SELECT}) b"
-        " QUALIFY row_number() OVER (PARTITION BY b.trace_id, b.span_id) = 1"
+        " QUALIFY row_number() OVER (PARTITION BY b.trace_id, b.span_id, b.project) = 1"
         " AND NOT EXISTS (SELECT 1 FROM spans s WHERE s.start_time_ns BETWEEN $low AND $high"
-        " AND s.trace_id = b.trace_id AND s.span_id = b.span_id)",
+        " AND s.trace_id = b.trace_id AND s.span_id = b.span_id AND s.project = b.project)",
         {**params, "low": low, "high": high},
     )
     return con.execute("SELECT count(*) FROM spans").fetchall()[0][0] - before
 
 
 def _conflicting_ids(con: duckdb.DuckDBPyConnection, raw: RawSpans, pending: PendingPatches,
-                     check_existing: bool) -> set[str]:
-    """Traces of this batch whose row must be merged in Python."""
+                     check_existing: bool) -> set[tuple[str, str]]:
+    """(trace id, project) of the traces of this batch whose row must be merged in Python."""
     conflicts = set(raw.patch_ids)
-    seen: set[str] = set()
-    for trace_id in raw.root_ids:
-        if trace_id in seen or trace_id in pending:
-            conflicts.add(trace_id)
-        seen.add(trace_id)
+    seen: set[tuple[str, str]] = set()
+    for key in raw.root_ids:
+        if key in seen or key in pending:
+            conflicts.add(key)
+        seen.add(key)
     if check_existing and seen:
-        _register_ids(con, "_td_roots", list(seen))
+        _register_pairs(con, "_td_roots", list(seen))
         try:
             rows = con.execute(
-                "SELECT id FROM _td_roots WHERE CAST(id AS UUID) IN (SELECT trace_id FROM traces)"
+                "SELECT r.id, r.project FROM _td_roots r WHERE EXISTS (SELECT 1 FROM traces t"
+                " WHERE t.trace_id = CAST(r.id AS UUID) AND t.project = r.project)"
             ).fetchall()
         finally:
             con.unregister("_td_roots")
-        conflicts.update(r[0] for r in rows)
+        conflicts.update((r[0], r[1]) for r in rows)
     return conflicts
 
 
-def _merge_conflicts(con: duckdb.DuckDBPyConnection, conflicts: set[str], pending: PendingPatches,
-                     params: dict, stats: WriteStats) -> None:
-    ids = sorted(conflicts)
+_IN_CONFLICTS = (
+    "EXISTS (SELECT 1 FROM _td_conflicts c WHERE c.id = {id} AND c.project = {project})"
+)
+
+
+def _merge_conflicts(con: duckdb.DuckDBPyConnection, conflicts: set[tuple[str, str]],
+                     pending: PendingPatches, params: dict, stats: WriteStats) -> None:
+    keys = sorted(conflicts)
     names = TRACE_COLUMNS
-    _register_ids(con, "_td_conflicts", ids)
+    stored = _IN_CONFLICTS.format(id="replace(CAST(traces.trace_id AS VARCHAR), '-', '')", project="traces.project")
+    _register_pairs(con, "_td_conflicts", keys)
     try:
         existing = con.execute(
             f"SELECT replace(CAST(trace_id AS VARCHAR), '-', '') AS trace_id, {', '.join(TRACE_COLUMNS[1:])}"
-            " FROM traces WHERE trace_id IN (SELECT CAST(id AS UUID) FROM _td_conflicts)"
+            f" FROM traces WHERE {stored}"
         ).fetchall()
         incoming = con.execute(
-            f"SELECT {_ROW_FIELDS} FROM ({_TRACE_ROWS_SQL}) WHERE hex_id IN (SELECT id FROM _td_conflicts)"
-            " ORDER BY seq",
+            f"SELECT {_ROW_FIELDS} FROM ({_TRACE_ROWS_SQL}) r"
+            f" WHERE {_IN_CONFLICTS.format(id='r.hex_id', project='r.project')} ORDER BY seq",
             params,
         ).fetchall()
         if existing:
-            con.execute("DELETE FROM traces WHERE trace_id IN (SELECT CAST(id AS UUID) FROM _td_conflicts)")
+            con.execute(f"DELETE FROM traces WHERE {stored}")
     finally:
         con.unregister("_td_conflicts")
-    merged: dict[str, TraceRow] = {}
-    for values in existing:
-        row = TraceRow.from_values(dict(zip(names, values)))
-        merged[row.trace_id] = row
-    for trace_id in ids:
-        patch = pending.take(trace_id)
-        if patch is not None:
-            if trace_id in merged:
-                merged[trace_id].merge(patch)
-            else:
-                merged[trace_id] = patch
-    for values in incoming:
-        row = TraceRow.from_values(dict(zip(names, values)))
-        if row.trace_id in merged:
-            merged[row.trace_id].merge(row)
+    merged: dict[tuple[str, str], TraceRow] = {}
+
+    def fold(row: TraceRow) -> None:
+        key = (row.trace_id, row.project)
+        if key in merged:
+            merged[key].merge(row)
         else:
-            merged[row.trace_id] = row
+            merged[key] = row
+
+    for values in existing:
+        fold(TraceRow.from_values(dict(zip(names, values))))
+    for key in keys:
+        patch = pending.take(key)
+        if patch is not None:
+            fold(patch)
+    for values in incoming:
+        fold(TraceRow.from_values(dict(zip(names, values))))
     complete = [row for row in merged.values() if row.is_complete]
     for row in merged.values():
         if not row.is_complete:
@@ -323,8 +377,9 @@ def write_batch(
             conflicts = _conflicting_ids(con, raw, pending, check_existing=raw.has_remote_roots or dedupe_spans)
             where = ""
             if conflicts:
-                _register_ids(con, "_td_skip", sorted(conflicts))
-                where = " WHERE hex_id NOT IN (SELECT id FROM _td_skip) AND root_span_id IS NOT NULL"
+                _register_pairs(con, "_td_skip", sorted(conflicts))
+                where = (" r WHERE NOT EXISTS (SELECT 1 FROM _td_skip k WHERE k.id = r.hex_id"
+                         " AND k.project = r.project) AND r.root_span_id IS NOT NULL")  # fmt: skip
             try:
                 con.execute(
                     f"INSERT INTO traces ({_INSERT_COLUMNS}) SELECT {_ROW_SELECT} FROM ({_TRACE_ROWS_SQL}){where}",
@@ -337,6 +392,7 @@ def write_batch(
             if conflicts:
                 _merge_conflicts(con, conflicts, pending, params, stats)
             con.execute(_RESPONSES_SQL, {"default_project": raw.default_project})
+            con.execute(_llm_calls_sql(dedupe_spans), {"default_project": raw.default_project})
             stats.joined_assessments = join_pending(con, params["stored_at"])
             con.execute("COMMIT")
         except BaseException:
