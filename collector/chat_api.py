@@ -32,7 +32,7 @@ from starlette.concurrency import run_in_threadpool
 
 import traceduck as td
 from traceduck import attributes as attr
-from traceduck.assessments import _check_value, _name
+from traceduck.assessments import check_name, check_value
 from traceduck.llm import CallContext, ChatLog, normalize_chat
 from traceduck.raw_spans import RawSpans
 from traceduck.serialize import dumps, to_json
@@ -109,8 +109,8 @@ def _check_feedback(feedback: dict[str, Any] | None) -> list[tuple[str, Any]]:
     items = list((feedback or {}).items())
     for name, value in items:
         try:
-            _name(name)
-            _check_value(value)
+            check_name(name)
+            check_value(value)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"feedback[{name!r}]: {exc}") from None
         if value is None:

@@ -45,7 +45,8 @@ def _target(trace_id: str | None, client_request_id: str | None, response_id: st
     return kind, value
 
 
-def _check_value(value: Any, path: str = "value") -> None:
+def check_value(value: Any, path: str = "value") -> None:
+    """Raise unless ``value`` is JSON made of bool, int, float, str, list and dict."""
     if value is None or isinstance(value, (bool, str, int)):
         return
     if isinstance(value, float):
@@ -54,13 +55,13 @@ def _check_value(value: Any, path: str = "value") -> None:
         return
     if isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
-            _check_value(item, f"{path}[{i}]")
+            check_value(item, f"{path}[{i}]")
         return
     if isinstance(value, Mapping):
         for key, item in value.items():
             if not isinstance(key, str):
                 raise TypeError(f"{path} keys must be str, not {type(key).__name__}")
-            _check_value(item, f"{path}[{key!r}]")
+            check_value(item, f"{path}[{key!r}]")
         return
     raise TypeError(f"{path} must be bool, int, float, str, list or dict, not {type(value).__name__}")
 
@@ -120,11 +121,12 @@ def _metadata(metadata: Any) -> dict[str, Any] | None:
         return None
     if not isinstance(metadata, Mapping):
         raise TypeError(f"metadata must be a dict, not {type(metadata).__name__}")
-    _check_value(dict(metadata), "metadata")
+    check_value(dict(metadata), "metadata")
     return dict(metadata)
 
 
-def _name(name: Any) -> str:
+def check_name(name: Any) -> str:
+    """A valid assessment name (non-empty str, at most MAX_NAME_CHARS)."""
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"name must be a non-empty str, not {name!r}")
     if len(name) > MAX_NAME_CHARS:
@@ -185,12 +187,12 @@ def log_feedback(
     produce a value; one of ``value`` and ``error`` is required.
     """
     target = _target(trace_id, client_request_id, response_id)
-    _check_value(value)
+    check_value(value)
     err = _error(error)
     if value is None and err is None:
         raise ValueError("log_feedback needs a value or an error")
     destination = resolve_store(store)
-    row = build_row("feedback", target, _name(name), value, _source(source, "CODE"),
+    row = build_row("feedback", target, check_name(name), value, _source(source, "CODE"),
                     _text("rationale", rationale), _metadata(metadata), err, _text("span_id", span_id),
                     _project(destination))  # fmt: skip
     return destination.log_assessment(row)
@@ -210,11 +212,11 @@ def log_expectation(
 ) -> Assessment:
     """Attach the expected output of a trace (ground truth); ``source`` defaults to HUMAN."""
     target = _target(trace_id, client_request_id, response_id)
-    _check_value(value)
+    check_value(value)
     if value is None:
         raise ValueError("log_expectation needs a value")
     destination = resolve_store(store)
-    row = build_row("expectation", target, _name(name), value, _source(source, "HUMAN"), None,
+    row = build_row("expectation", target, check_name(name), value, _source(source, "HUMAN"), None,
                     _metadata(metadata), None, _text("span_id", span_id), _project(destination))  # fmt: skip
     return destination.log_assessment(row)
 
@@ -256,7 +258,7 @@ def update_assessment(
     current = get_assessment(assessment_id, store=target)
     changes: dict[str, Any] = {}
     if value is not _UNSET:
-        _check_value(value)
+        check_value(value)
         changes["value_json"], changes["value_str"], changes["value_num"] = value_forms(value)
     if rationale is not _UNSET:
         changes["rationale"] = _text("rationale", rationale)
@@ -296,7 +298,7 @@ def override_feedback(
     old = get_assessment(assessment_id, store=target)
     if old.kind != "feedback":
         raise ValueError(f"assessment {assessment_id!r} is an expectation; only feedback can be overridden")
-    _check_value(value)
+    check_value(value)
     if value is None:
         raise ValueError("override_feedback needs a value")
     row = build_row("feedback", (old.target_kind, old.target), old.name, value,
