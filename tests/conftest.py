@@ -20,6 +20,18 @@ REPO = Path(__file__).resolve().parent.parent
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "no_store: the test needs no configured trace store")
+    config.addinivalue_line(
+        "markers", "writer_process: the test runs with the default writer process (see below)"
+    )
+
+
+@pytest.fixture(autouse=True)
+def _writer_in_this_process(request, monkeypatch):
+    """Most tests write batches in the test process: the same storage code as the default writer
+    process, without starting a Python child for every configure() (0.5 s each). The transport
+    itself is tested in tests/test_writer_process.py (marked ``writer_process``)."""
+    if request.node.get_closest_marker("writer_process") is None:
+        monkeypatch.setenv("TRACEDUCK_WRITER_PROCESS", "0")
 
 
 @pytest.fixture(autouse=True)

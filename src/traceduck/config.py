@@ -54,6 +54,8 @@ class Settings:
     max_batch_size: int = 20_000
     flush_interval: float = 0.2
     lock_timeout: float = 10.0
+    #: Write batches from a child process (DuckDB then never competes for the app's GIL).
+    writer_process: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -152,6 +154,7 @@ def configure(
     max_batch_size: int | None = None,
     flush_interval: float | None = None,
     lock_timeout: float | None = None,
+    writer_process: bool | None = None,
 ) -> Settings:
     """Set where traces go and connect traceduck to OpenTelemetry.
 
@@ -176,6 +179,8 @@ def configure(
         max_batch_size=max_batch_size or _env_int("TRACEDUCK_MAX_BATCH_SIZE", 20_000),
         flush_interval=flush_interval if flush_interval is not None else 0.2,
         lock_timeout=lock_timeout if lock_timeout is not None else 10.0,
+        writer_process=writer_process if writer_process is not None
+        else os.environ.get("TRACEDUCK_WRITER_PROCESS", "1") not in ("0", "false", "no"),
     )
     with _lock:
         shutdown()
@@ -191,8 +196,15 @@ def configure(
 
             store_obj = open_store(settings.store, lock_timeout=settings.lock_timeout)
             store_obj.acquire_writer()
+            writer: Any = store_obj
+            if settings.writer_process:
+                from .store.writer_process import WriterProcess  # noqa: PLC0415
+
+                writer = WriterProcess(store_obj)
+                writer.start()
+                store_obj.file.writes_elsewhere = True
             span_processor = StoreSpanProcessor(
-                store_obj,
+                writer,
                 max_queue_size=settings.max_queue_size,
                 max_batch_size=settings.max_batch_size,
                 flush_interval=settings.flush_interval,
@@ -262,6 +274,7 @@ def shutdown() -> None:
         _shut_down = True
         setup.dispatcher.shutdown()
         if setup.store is not None:
+            setup.store.file.writes_elsewhere = False
             setup.store.release_writer()
 
 

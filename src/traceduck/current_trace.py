@@ -60,9 +60,12 @@ def update_current_trace(
     it logs a warning once and does nothing.
     """
     new_metadata = check_metadata(metadata) if metadata is not None else {}
-    for key, value in ((attr.USER, user), (attr.SESSION, session_id), (attr.ENVIRONMENT, environment)):
-        if value is not None:
-            new_metadata[key] = _check_text(key, value)
+    if user is not None:
+        new_metadata[attr.USER] = _check_text(attr.USER, user)
+    if session_id is not None:
+        new_metadata[attr.SESSION] = _check_text(attr.SESSION, session_id)
+    if environment is not None:
+        new_metadata[attr.ENVIRONMENT] = _check_text(attr.ENVIRONMENT, environment)
     new_tags = check_tags(tags) if tags is not None else {}
     fields: dict[str, str] = {}
     if client_request_id is not None:
@@ -78,10 +81,11 @@ def update_current_trace(
         fields["state"] = upper
 
     span = otel_trace.get_current_span()
-    if not span.get_span_context().is_valid or not span.is_recording():
+    ctx = span.get_span_context()
+    if not ctx.is_valid or not span.is_recording():
         _warn_outside_trace()
         return
-    carrier = carrier_for(span)  # type: ignore[arg-type]
+    carrier = carrier_for(span, ctx.trace_id)  # type: ignore[arg-type]
     if carrier is None:
         _warn_outside_trace()
         return

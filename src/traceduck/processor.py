@@ -1,8 +1,10 @@
 """``StoreSpanProcessor``: hand finished spans to a background writer, never block the app.
 
-``on_end`` runs on the application's thread, so it only appends the span to a bounded queue. One
-writer thread drains the queue in batches, turns spans into columns and writes each batch to the
-store in one transaction. A full queue drops the span and counts it (with a rate-limited warning)
+``on_end`` runs on the application's thread, so it only turns the span into a small tuple (a few
+µs; the span object is freed at once) and appends it to a bounded queue. One writer thread drains
+the queue in batches and writes each batch to the store in one transaction; the heavy work of a
+batch runs in DuckDB with the GIL released, so the writer keeps up even while several application
+threads hold the GIL in turn. A full queue drops the span and counts it (with a rate-limited warning)
 rather than blocking or raising. ``force_flush`` puts a marker in the queue and waits until the
 writer has stored everything queued before it.
 """
@@ -22,7 +24,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from .errors import StoreBusyError, StoreLockedError
-from .raw_spans import RawSpans
+from .raw_spans import RawSpans, ResourceRegistry, readable_row
 
 logger = logging.getLogger("traceduck")
 
@@ -75,6 +77,7 @@ class StoreSpanProcessor(SpanProcessor):
         self.flush_interval = flush_interval
         self.default_project = default_project
         self.stats = ProcessorStats()
+        self._resources = ResourceRegistry()
         self._queue: deque[Any] = deque()
         self._wake = threading.Event()
         self._stopping = False
@@ -96,7 +99,13 @@ class StoreSpanProcessor(SpanProcessor):
         if len(queue) >= self.max_queue_size or self._stopping:
             self._drop(1)
             return
-        queue.append(span)
+        try:
+            item = readable_row(span, self._resources, self.default_project)  # the span is freed now
+        except Exception:
+            self.stats.failed_spans += 1
+            logger.exception("traceduck could not convert span %r", getattr(span, "name", span))
+            return
+        queue.append(item)
         if len(queue) >= self.max_batch_size and not self._wake.is_set():
             self._wake.set()
 
@@ -126,6 +135,9 @@ class StoreSpanProcessor(SpanProcessor):
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=30)
+        close = getattr(self.store, "close", None)
+        if close is not None:
+            close()
 
     # -- writer side -----------------------------------------------------------------------
     def _start_thread(self) -> None:
@@ -135,6 +147,7 @@ class StoreSpanProcessor(SpanProcessor):
 
     def _after_fork(self) -> None:
         self._pid = os.getpid()
+        self.stats = ProcessorStats()  # this process counts its own spans
         self._queue.clear()
         self._wake = threading.Event()
         self._thread_lock = threading.Lock()
@@ -154,30 +167,30 @@ class StoreSpanProcessor(SpanProcessor):
     def _drain(self) -> None:
         queue = self._queue
         while queue:
-            spans: list[ReadableSpan] = []
+            items: list[Any] = []
             markers: list[_FlushMarker] = []
-            while queue and len(spans) < self.max_batch_size:
+            while queue and len(items) < self.max_batch_size:
                 item = queue.popleft()
                 if isinstance(item, _FlushMarker):
                     markers.append(item)
                     break
-                spans.append(item)
+                items.append(item)
             self.stats.queued = len(queue)
-            if spans:
-                self._write(spans)
+            if items:
+                self._write(items)
             for marker in markers:
                 marker.done.set()
-
-    def _write(self, spans: list[ReadableSpan]) -> None:
-        raw = RawSpans(self.default_project)
-        for span in spans:
+        release = getattr(self.store, "release", None)
+        if release is not None:
             try:
-                raw.add_readable(span)
+                release()  # idle: let readers in other processes open the file
             except Exception:
-                self.stats.failed_spans += 1
-                logger.exception("traceduck could not convert span %r", getattr(span, "name", span))
-        if len(raw):
-            self._write_raw(raw)
+                logger.exception("traceduck could not release the store")
+
+    def _write(self, items: list[Any]) -> None:
+        raw = RawSpans(self.default_project, list(self._resources.json))
+        raw.add_rows(items)
+        self._write_raw(raw)
 
     def _write_raw(self, raw: RawSpans) -> None:
         """Write with retries on a busy or failing file; a batch the store refuses as data is
@@ -186,7 +199,7 @@ class StoreSpanProcessor(SpanProcessor):
         delay = 0.05
         while True:
             try:
-                result = self.store.write(raw)
+                result = self.store.write(raw, linger=bool(self._queue))
             except StoreLockedError as exc:
                 self._give_up(len(raw), exc)
                 return

@@ -9,12 +9,13 @@ Because both sources meet here, a trace reads back identically either way.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from typing import Any
 
 import pyarrow as pa
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import SpanKind, StatusCode
 
 from . import attributes as attr
 from .serialize import clean_text, dumps
@@ -47,62 +48,93 @@ RAW_SCHEMA = pa.schema(
 RAW_COLUMNS = tuple(RAW_SCHEMA.names)
 _TYPES = [field.type for field in RAW_SCHEMA]
 _START = RAW_COLUMNS.index("start_time_ns")
+_IS_ROOT = RAW_COLUMNS.index("is_root")
+_PROJECT = RAW_COLUMNS.index("project")
+_RESOURCE = RAW_COLUMNS.index("resource")
+_FIELDS = RAW_COLUMNS.index("trace_fields")
+_NO_RESOURCE: Mapping[str, Any] = {}
 
 
 def _text(value: Any) -> str | None:
     return value if value is None or isinstance(value, str) else dumps(value)
 
 
+class ResourceRegistry:
+    """JSON of each OTel Resource, by object identity: SDK resources live as long as providers."""
+
+    def __init__(self) -> None:
+        self.json: list[str] = []
+        self._index: dict[int, tuple[Any, int]] = {}
+        self._lock = threading.Lock()
+
+    def index(self, attributes: Mapping[str, Any]) -> int:
+        cached = self._index.get(id(attributes))
+        if cached is not None and cached[0] is attributes:
+            return cached[1]
+        with self._lock:
+            index = len(self.json)
+            self.json.append(dumps(dict(attributes)))
+            self._index[id(attributes)] = (attributes, index)
+        return index
+
+
 class RawSpans:
     """A batch of finished spans, one tuple per span in :data:`RAW_SCHEMA` order."""
 
-    def __init__(self, default_project: str = "default") -> None:
+    def __init__(self, default_project: str = "default", resources: list[str] | None = None) -> None:
         self.default_project = default_project
         self.rows: list[tuple[Any, ...]] = []
         #: JSON of each distinct OTel Resource; spans refer to them by index.
-        self.resources: list[str] = []
+        self.resources: list[str] = resources if resources is not None else []
         self._resource_index: dict[int, tuple[Any, int]] = {}
-        #: (trace id, project) of the local roots in this batch, in arrival order. A trace is
-        #: identified by both: a trace id sent with another project's key is another trace.
-        self.root_ids: list[tuple[str, str]] = []
-        #: (trace id, project) of non-root spans carrying trace fields (their root was not live).
-        self.patch_ids: set[tuple[str, str]] = set()
-        #: Some root had a parent in another process: its trace may already be stored.
-        self.has_remote_roots = False
+        self._keys: tuple[list[tuple[str, str]], set[tuple[str, str]], bool] | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def _index_rows(self) -> tuple[list[tuple[str, str]], set[tuple[str, str]], bool]:
+        if self._keys is None:
+            roots = [(r[0], r[_PROJECT]) for r in self.rows if r[_IS_ROOT]]
+            patches = {(r[0], r[_PROJECT]) for r in self.rows if not r[_IS_ROOT] and r[_FIELDS] is not None}
+            remote = any(r[_IS_ROOT] and r[2] is not None for r in self.rows)
+            self._keys = (roots, patches, remote)
+        return self._keys
+
+    @property
+    def root_ids(self) -> list[tuple[str, str]]:
+        """(trace id, project) of the local roots in this batch, in arrival order. A trace is
+        identified by both: a trace id sent with another project's key is another trace."""
+        return self._index_rows()[0]
+
+    @property
+    def patch_ids(self) -> set[tuple[str, str]]:
+        """(trace id, project) of non-root spans carrying trace fields (their root was not live)."""
+        return self._index_rows()[1]
+
+    @property
+    def has_remote_roots(self) -> bool:
+        """Some root had a parent in another process: its trace may already be stored."""
+        return self._index_rows()[2]
 
     def extend(self, other: RawSpans) -> None:
         """Append another batch (resource indices renumbered); the collector groups requests."""
         offset = len(self.resources)
         self.resources.extend(other.resources)
         if offset:
-            index = RAW_COLUMNS.index("resource")
-            self.rows.extend(row[:index] + (row[index] + offset,) + row[index + 1 :] for row in other.rows)
+            self.rows.extend(row[:_RESOURCE] + (row[_RESOURCE] + offset,) + row[_RESOURCE + 1 :] for row in other.rows)
         else:
             self.rows.extend(other.rows)
-        self.root_ids.extend(other.root_ids)
-        self.patch_ids.update(other.patch_ids)
-        self.has_remote_roots = self.has_remote_roots or other.has_remote_roots
+        self._keys = None
 
     def halves(self) -> tuple[RawSpans, RawSpans]:
         """Split the batch in two (to isolate a span the store refuses)."""
         middle = len(self.rows) // 2
-        out = []
+        parts = []
         for rows in (self.rows[:middle], self.rows[middle:]):
-            part = RawSpans(self.default_project)
-            part.resources = self.resources
+            part = RawSpans(self.default_project, self.resources)
             part.rows = rows
-            for row in rows:
-                key = (row[0], row[4])
-                if row[3]:
-                    part.root_ids.append(key)
-                elif row[RAW_COLUMNS.index("trace_fields")] is not None:
-                    part.patch_ids.add(key)
-            part.has_remote_roots = self.has_remote_roots
-            out.append(part)
-        return out[0], out[1]
+            parts.append(part)
+        return parts[0], parts[1]
 
     def start_range(self) -> tuple[int, int]:
         starts = [row[_START] for row in self.rows]
@@ -127,7 +159,7 @@ class RawSpans:
         )  # fmt: skip
 
     def resource(self, attributes: Mapping[str, Any]) -> int:
-        """Index of a Resource's attributes (cached by object identity)."""
+        """Index of a Resource's attributes in this batch (cached by object identity)."""
         cached = self._resource_index.get(id(attributes))
         if cached is not None and cached[0] is attributes:
             return cached[1]
@@ -159,48 +191,68 @@ class RawSpans:
         from :meth:`resource`; ``project`` comes from the sender's credentials and overrides any
         project attribute.
         """
-        pop = attributes.pop
-        span_type = pop(attr.SPAN_TYPE, None)
-        inputs = pop(attr.INPUTS, None)
-        outputs = pop(attr.OUTPUTS, None)
-        trace_fields = pop(attr.TRACE_FIELDS, None)
-        defaults = pop(attr.TRACE_DEFAULT_METADATA, None)
-        project_attr = pop(attr.TRACE_PROJECT, None)
-        is_root = parent_span_id is None or parent_is_remote
-        project = project or (project_attr if isinstance(project_attr, str) else None) or self.default_project
-        self.rows.append((
-            trace_id, span_id, parent_span_id, is_root, project,
-            name, kind, start_ns, end_ns, status, status_message or None,
-            dumps(attributes) if attributes else None, events, resource,
-            _text(span_type), _text(inputs), _text(outputs), _text(trace_fields), _text(defaults),
-        ))  # fmt: skip
-        if is_root:
-            self.root_ids.append((trace_id, project))
-            if parent_is_remote:
-                self.has_remote_roots = True
-        elif trace_fields is not None:
-            self.patch_ids.add((trace_id, project))
+        self.rows.append(_row(trace_id, span_id, parent_span_id, parent_is_remote, name, kind, start_ns,
+                              end_ns, status, status_message, attributes, events, resource, project,
+                              self.default_project))  # fmt: skip
+        self._keys = None
 
-    def add_readable(self, span: ReadableSpan) -> None:
-        """Append a finished span of the OTel SDK."""
-        ctx = span.context
-        parent = span.parent
-        status = span.status
-        attrs = span.attributes
-        events = span.events
-        self.add(
-            "%032x" % ctx.trace_id,
-            "%016x" % ctx.span_id,
-            "%016x" % parent.span_id if parent is not None else None,
-            parent is not None and parent.is_remote,
-            span.name,
-            span.kind.name,
-            span.start_time or 0,
-            span.end_time,
-            _STATUS.get(status.status_code, "UNSET"),
-            status.description,
-            attrs.copy() if attrs else {},  # a plain dict copy of the span's attributes
-            dumps([{"name": e.name, "timestamp_ns": e.timestamp, "attributes": dict(e.attributes or {})}
-                   for e in events]) if events else None,
-            self.resource(span.resource.attributes if span.resource is not None else {}),
-        )
+    def add_rows(self, rows: list[tuple[Any, ...]]) -> None:
+        """Append rows made by :func:`readable_row` (with indices into this batch's resources)."""
+        self.rows.extend(rows)
+        self._keys = None
+
+
+def _row(trace_id: str, span_id: str, parent_span_id: str | None, parent_is_remote: bool, name: str,
+         kind: str, start_ns: int, end_ns: int | None, status: str, status_message: str | None,
+         attributes: dict[str, Any], events: str | None, resource: int, project: str | None,
+         default_project: str) -> tuple[Any, ...]:
+    """One row; traceduck's own attributes are taken out of ``attributes`` (which is changed)."""
+    pop = attributes.pop
+    span_type = pop(attr.SPAN_TYPE, None)
+    inputs = pop(attr.INPUTS, None)
+    outputs = pop(attr.OUTPUTS, None)
+    trace_fields = pop(attr.TRACE_FIELDS, None)
+    defaults = pop(attr.TRACE_DEFAULT_METADATA, None)
+    project_attr = pop(attr.TRACE_PROJECT, None)
+    if not project:
+        project = project_attr if isinstance(project_attr, str) and project_attr else default_project
+    return (
+        trace_id, span_id, parent_span_id, parent_span_id is None or parent_is_remote, project,
+        name, kind, start_ns, end_ns, status, status_message or None,
+        dumps(attributes) if attributes else None, events, resource,
+        _text(span_type), _text(inputs), _text(outputs), _text(trace_fields), _text(defaults),
+    )  # fmt: skip
+
+
+_KIND_NAMES = {kind: kind.name for kind in SpanKind}
+
+
+def readable_row(span: ReadableSpan, resources: ResourceRegistry, default_project: str) -> tuple[Any, ...]:
+    """A finished OTel SDK span as a row (its resource an index into ``resources``).
+
+    Cheap enough for ``SpanProcessor.on_end``: the queue then holds small tuples instead of
+    span objects, and the writer thread has almost nothing left to do in Python.
+    """
+    ctx = span.context
+    parent = span.parent
+    status = span.status
+    attrs = span.attributes
+    events = span.events
+    return _row(
+        "%032x" % ctx.trace_id,
+        "%016x" % ctx.span_id,
+        "%016x" % parent.span_id if parent is not None else None,
+        parent is not None and parent.is_remote,
+        span.name,
+        _KIND_NAMES.get(span.kind, "INTERNAL"),
+        span.start_time or 0,
+        span.end_time,
+        _STATUS.get(status.status_code, "UNSET"),
+        status.description,
+        attrs.copy() if attrs else {},  # a plain dict copy of the span's attributes
+        dumps([{"name": e.name, "timestamp_ns": e.timestamp, "attributes": dict(e.attributes or {})}
+               for e in events]) if events else None,
+        resources.index(span.resource.attributes if span.resource is not None else _NO_RESOURCE),
+        None,
+        default_project,
+    )  # fmt: skip

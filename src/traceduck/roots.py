@@ -64,8 +64,9 @@ class TraceCarrier:
                 fields = {}
             if metadata:
                 self.metadata.update(metadata)
-                for key in metadata:  # the metadata write is later than an explicit tag of that key
-                    self.tags.pop(key, None)
+                if self.tags:
+                    for key in metadata:  # this metadata write is later than a tag of that key
+                        self.tags.pop(key, None)
             if tags:
                 self.tags.update(tags)
             if fields:
@@ -80,9 +81,10 @@ class TraceCarrier:
 _carriers: dict[int, TraceCarrier] = {}
 
 
-def carrier_for(span: Span) -> TraceCarrier | None:
+def carrier_for(span: Span, trace_id: int | None = None) -> TraceCarrier | None:
     """The carrier of ``span``'s trace: its live local root, else ``span`` itself if it is live."""
-    trace_id = span.get_span_context().trace_id
+    if trace_id is None:
+        trace_id = span.get_span_context().trace_id
     carrier = _carriers.get(trace_id)
     if carrier is not None and carrier.span.is_recording():
         return carrier

@@ -117,7 +117,8 @@ def start_span(
     propagates unchanged.
     """
     start_attributes = _clean_attributes(attributes)
-    start_attributes[attr.SPAN_TYPE] = span_type
+    if span_type and span_type != DEFAULT_SPAN_TYPE:  # absent reads back as UNKNOWN
+        start_attributes[attr.SPAN_TYPE] = span_type
     span = get_tracer().start_span(name, attributes=start_attributes)
     role = _ROOT if claim_root(span) else None
     token = otel_context.attach(otel_trace.set_span_in_context(span))
@@ -140,7 +141,8 @@ class _CallRecorder:
                  attributes: Mapping[str, Any] | None) -> None:
         self.name = name or getattr(func, "__qualname__", None) or getattr(func, "__name__", "call")
         self.start_attributes = _clean_attributes(attributes)
-        self.start_attributes[attr.SPAN_TYPE] = span_type or DEFAULT_SPAN_TYPE
+        if span_type and span_type != DEFAULT_SPAN_TYPE:  # absent reads back as UNKNOWN
+            self.start_attributes[attr.SPAN_TYPE] = span_type
         try:
             self.signature: inspect.Signature | None = inspect.signature(func)
         except (TypeError, ValueError):

@@ -45,6 +45,10 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 #: How long a reader waits for a writer that signalled it wants the file.
 WRITER_PRIORITY_SECONDS = 0.5
+#: Longest time a busy writer keeps the file attached between batches before letting readers in.
+MAX_LINGER_SECONDS = 1.0
+#: How often a reader re-checks that it can read the store's schema version.
+SCHEMA_CHECK_SECONDS = 10.0
 
 
 def _touch(path: str) -> bool:
@@ -90,6 +94,14 @@ class DuckDBFile:
         self._writer_refs = 0
         self._instance: duckdb.DuckDBPyConnection | None = None
         self._attached: bool | None = None  # None: not attached; else True if read-only
+        self._threads_set = False
+        #: In the writer process: write on behalf of the parent, which holds the writer lock.
+        self.delegated_writer = False
+        #: In the application: a writer process writes the batches; this process only reads
+        #: (and makes the occasional small write, such as feedback).
+        self.writes_elsewhere = False
+        self._attached_at = 0.0
+        self._schema_checked_at = float("-inf")
         self.migrated = False
         _files.add(self)
 
@@ -111,7 +123,17 @@ class DuckDBFile:
 
     @property
     def is_writer(self) -> bool:
-        return self._writer_fd is not None
+        """This process holds the writer role (or, in the writer process, writes for it)."""
+        return self._writer_fd is not None or self.delegated_writer
+
+    @property
+    def attached(self) -> bool:
+        return self._attached is not None
+
+    @property
+    def writes_here(self) -> bool:
+        """Batches of spans are written by this process (not by its writer process)."""
+        return self.delegated_writer or (self._writer_fd is not None and not self.writes_elsewhere)
 
     def acquire_writer(self) -> None:
         """Become the one process that writes traces to this file (re-entrant)."""
@@ -166,6 +188,12 @@ class DuckDBFile:
             self._instance = duckdb.connect(":memory:")
             # The progress bar takes the GIL while a query runs, stalling the application.
             self._instance.execute("SET enable_progress_bar = false")
+            self._threads_set = False
+        if self.writes_here and not self.hold_open and not self._threads_set:
+            # The span writer shares the machine with the application it traces: one core is
+            # plenty for its batches and leaves the others to the application (measured in bench/).
+            self._instance.execute("SET threads = 1")
+            self._threads_set = True
         return self._instance
 
     @property
@@ -185,17 +213,22 @@ class DuckDBFile:
             time.sleep(0.005)
             waited += 0.005
 
-    def _attach(self, read_only: bool) -> None:
-        """Attach the store file (called with the lock held), retrying while it is locked."""
+    def _attach(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        """Attach the store file (called with the lock held), retrying while it is locked.
+
+        Returns the instance connection, its default database the store. Every DuckDB call costs
+        a GIL round trip, which is slow while application threads keep the GIL busy, so attaching
+        and selecting the store is one call.
+        """
+        instance = self._instance_connection()
         if self._attached is not None:
             if self._attached == read_only or not self._attached:
-                return  # already attached (a read-write attachment serves reads too)
+                return instance  # already attached (a read-write attachment serves reads too)
             self._detach()
-        if not self.is_writer:
+        if not self.writes_here:
             self._yield_to_writer()
-        instance = self._instance_connection()
         quoted = self.path.replace("'", "''")
-        sql = f"ATTACH '{quoted}' AS {ALIAS}" + (" (READ_ONLY)" if read_only else "")
+        sql = f"ATTACH '{quoted}' AS {ALIAS}" + (" (READ_ONLY)" if read_only else "") + f"; USE {ALIAS}"
         deadline = time.monotonic() + self.lock_timeout
         delay = 0.002
         flagged = False
@@ -203,9 +236,10 @@ class DuckDBFile:
             try:
                 instance.execute(sql)
                 self._attached = read_only
-                if self.is_writer and flagged:
+                self._attached_at = time.monotonic()
+                if self.writes_here and flagged:
                     _remove(self.wants_path)
-                return
+                return instance
             except duckdb.Error as exc:
                 if read_only and "does not exist" in str(exc):
                     raise FileNotFoundError(
@@ -213,7 +247,7 @@ class DuckDBFile:
                     ) from None
                 if not is_lock_conflict(exc):
                     raise
-                if self.is_writer and not flagged:  # ask readers elsewhere to make way
+                if self.writes_here and not flagged:  # ask readers elsewhere to make way
                     flagged = _touch(self.wants_path)
                 if time.monotonic() >= deadline:
                     if flagged:
@@ -229,42 +263,60 @@ class DuckDBFile:
     def _detach(self) -> None:
         if self._attached is not None and self._instance is not None:
             self._attached = None
-            self._instance.execute(f"DETACH {ALIAS}")
+            self._instance.execute(f"USE memory; DETACH {ALIAS}")
+
+    def release(self) -> None:
+        """Detach a store kept attached by ``connect(linger=True)`` (the writer is idle)."""
+        with self._lock:
+            if not self.hold_open:
+                self._detach()
 
     @contextmanager
-    def connect(self, write: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A cursor on the store for one unit of work.
+    def connect(self, write: bool = False, linger: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection to the store (its default database) for one unit of work.
 
         In the writer process every attachment is read-write (a read-only one would make the
         writer wait) and the units of work are serialised by a lock, so the writer thread and the
-        application's own searches take turns. With ``hold_open`` (the collector) the file stays
-        attached and only writes take the lock: searches run concurrently with writes.
+        application's own searches take turns. The file is detached afterwards, releasing it to
+        other processes, unless ``linger`` (the writer has more batches waiting; it still lets go
+        after ``MAX_LINGER_SECONDS``). With ``hold_open`` (the collector) the file stays attached,
+        each unit of work gets its own cursor and only writes take the lock.
         """
-        read_only = not (write or self.is_writer)
-        exclusive = write or not self.hold_open
-        self._lock.acquire()
-        try:
-            self._attach(read_only)
+        read_only = not (write or self.writes_here)
+        if self.hold_open and self.is_writer:
+            with self._cursor(write) as cursor:
+                yield cursor
+            return
+        with self._lock:
+            con = self._attach(read_only)
+            try:
+                self._check_schema(con, read_only)
+                yield con
+            finally:
+                keep = linger and self.writes_here and time.monotonic() - self._attached_at < MAX_LINGER_SECONDS
+                if not keep:
+                    self._detach()
+
+    def _check_schema(self, con: duckdb.DuckDBPyConnection, read_only: bool) -> None:
+        if not read_only and not self.migrated:
+            schema.migrate(con)
+            self.migrated = True
+        elif read_only and time.monotonic() - self._schema_checked_at > SCHEMA_CHECK_SECONDS:
+            schema.check_readable(con)
+            self._schema_checked_at = time.monotonic()
+
+    @contextmanager
+    def _cursor(self, write: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self._lock:
+            self._attach(False)
+            self._check_schema(self._instance_connection(), False)
             cursor = self._instance_connection().cursor()
-        except BaseException:
-            self._lock.release()
-            raise
-        if not exclusive:
-            self._lock.release()
         try:
-            cursor.execute(f"USE {ALIAS}")
-            cursor.execute("SET enable_progress_bar = false")
-            if not read_only and not self.migrated:
-                schema.migrate(cursor)
-                self.migrated = True
-            elif read_only:
-                schema.check_readable(cursor)
-            yield cursor
+            cursor.execute(f"USE {ALIAS}; SET enable_progress_bar = false")
+            if write:
+                with self._lock:
+                    yield cursor
+            else:
+                yield cursor
         finally:
             cursor.close()
-            if exclusive:
-                try:
-                    if not self.hold_open:
-                        self._detach()
-                finally:
-                    self._lock.release()

@@ -63,12 +63,19 @@ class DuckDBStore:
     def connect(self, write: bool = False) -> Any:
         return self.file.connect(write=write)
 
-    def write(self, raw: RawSpans) -> WriteStats:
-        """Store finished spans (and the traces whose roots are among them) in one transaction."""
+    def write(self, raw: RawSpans, linger: bool = False) -> WriteStats:
+        """Store finished spans (and the traces whose roots are among them) in one transaction.
+
+        ``linger``: more batches are waiting, keep the file attached (see DuckDBFile.connect).
+        """
         if not self.file.is_writer:
             self.file.acquire_writer()  # raises StoreLockedError when another process writes
-        with self.file.connect(write=True) as con:
+        with self.file.connect(write=True, linger=linger) as con:
             return write_batch(con, raw, self.pending, dedupe_spans=self.dedupe_spans)
+
+    def release(self) -> None:
+        """Let other processes open the file (the writer has nothing more to write for now)."""
+        self.file.release()
 
     def get_trace(self, trace_id: str) -> Trace | None:
         with self.file.connect() as con:

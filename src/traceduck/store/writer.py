@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from ..raw_spans import RawSpans
 from ..trace_rows import TRACE_COLUMNS, TraceRow
-from .assessments import join_pending
+from .assessments import JOIN_PENDING_SQL
 
 #: Trace fields waiting for a root span that has not been stored yet.
 MAX_PENDING_PATCHES = 10_000
@@ -216,7 +216,6 @@ class WriteStats:
     traces: int = 0
     merged: int = 0
     duplicate_spans: int = 0
-    joined_assessments: int = 0
 
 
 class PendingPatches:
@@ -358,17 +357,51 @@ def _merge_conflicts(con: duckdb.DuckDBPyConnection, conflicts: set[tuple[str, s
     stats.merged += len(complete)
 
 
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _script(sql: str, params: dict[str, Any]) -> str:
+    """Inline our own constant parameters (ints, and a project name quoted) into ``sql``."""
+    for name, value in params.items():
+        sql = sql.replace(f"${name}", str(value) if isinstance(value, int) else _literal(value))
+    return sql
+
+
 def write_batch(
     con: duckdb.DuckDBPyConnection,
     raw: RawSpans,
     pending: PendingPatches,
     dedupe_spans: bool = False,
 ) -> WriteStats:
-    """Write ``raw`` in one transaction; the caller holds ``con`` for the whole call."""
+    """Write ``raw`` in one transaction; the caller holds ``con`` for the whole call.
+
+    The common batch (new traces only) is ONE call into DuckDB: every call releases and re-takes
+    the GIL, and re-taking it waits behind every busy application thread.
+    """
     stats = WriteStats()
     params = {"stored_at": int(time.time() * 1000), "default_project": raw.default_project}
-    con.register("_td_raw", raw.to_arrow())
-    con.register("_td_res", raw.resources_arrow())
+    _td_raw = raw.to_arrow()  # noqa: F841  (read by DuckDB's replacement scan, by name)
+    _td_res = raw.resources_arrow()  # noqa: F841
+    fast = not raw.patch_ids and not (raw.has_remote_roots or dedupe_spans) and not len(pending)
+    if fast and len(set(raw.root_ids)) == len(raw.root_ids):
+        statements = [
+            f"INSERT INTO spans ({', '.join(_SPAN_COLUMNS)}) {_SPANS_SELECT}",
+            f"INSERT INTO traces ({_INSERT_COLUMNS}) SELECT {_ROW_SELECT} FROM ({_TRACE_ROWS_SQL})",
+            _RESPONSES_SQL,
+            _llm_calls_sql(False),
+            *JOIN_PENDING_SQL,
+        ]
+        try:
+            con.execute(_script("BEGIN TRANSACTION; " + "; ".join(statements) + "; COMMIT", params))
+        except BaseException:
+            _rollback(con)
+            raise
+        stats.spans = len(raw)
+        stats.traces = len(raw.root_ids)
+        return stats
+    con.register("_td_raw", _td_raw)
+    con.register("_td_res", _td_res)
     try:
         con.execute("BEGIN TRANSACTION")
         try:
@@ -393,12 +426,19 @@ def write_batch(
                 _merge_conflicts(con, conflicts, pending, params, stats)
             con.execute(_RESPONSES_SQL, {"default_project": raw.default_project})
             con.execute(_llm_calls_sql(dedupe_spans), {"default_project": raw.default_project})
-            stats.joined_assessments = join_pending(con, params["stored_at"])
+            con.execute(_script("; ".join(JOIN_PENDING_SQL), params))
             con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            _rollback(con)
             raise
     finally:
         con.unregister("_td_raw")
         con.unregister("_td_res")
     return stats
+
+
+def _rollback(con: duckdb.DuckDBPyConnection) -> None:
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.Error:
+        pass  # the failed statement already ended the transaction

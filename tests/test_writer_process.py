@@ -1,0 +1,153 @@
+"""The default local writer: batches written by a child process, never in the application's GIL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+import traceduck
+from traceduck import config
+from traceduck.store.writer_process import WriterProcess
+
+from conftest import run_python
+
+pytestmark = pytest.mark.writer_process
+
+
+def _writer() -> WriterProcess:
+    setup = config.current_setup()
+    assert setup is not None
+    writer = setup.span_processor.store  # type: ignore[union-attr]
+    assert isinstance(writer, WriterProcess)
+    return writer
+
+
+def _children_writing(path: str) -> list[int]:
+    """Pids of live writer processes for the store at ``path`` (from /proc)."""
+    pids = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                cmd = fh.read().split(b"\0")
+            with open(f"/proc/{pid}/stat") as fh:
+                state = fh.read().split(")")[-1].split()[0]
+        except OSError:
+            continue
+        if b"traceduck.store.writer_process" in cmd and path.encode() in cmd and state != "Z":
+            pids.append(int(pid))
+    return pids
+
+
+def test_configure_uses_a_writer_process_by_default(configured):
+    with traceduck.start_span("through-the-child"):
+        pass
+    assert traceduck.flush()
+    assert _writer()._child is not None
+    assert [t.info.name for t in traceduck.search_traces(return_type="list")] == ["through-the-child"]
+    assert traceduck.stats()["written_spans"] == 1
+
+
+def test_trace_fields_arrive_intact_through_the_writer_process(configured):
+    with traceduck.start_span("root", span_type="CHAIN"):
+        traceduck.update_current_trace(user="jane", client_request_id="req-1", tags={"t": "v"},
+                                       metadata={"link": {"type": "url", "url": "https://x", "text": "X"}})  # fmt: skip
+        with traceduck.start_span("child", span_type="LLM") as span:
+            span.set_inputs({"q": "hi"})
+            span.set_outputs("hello")
+    assert traceduck.flush()
+    trace = traceduck.search_traces(return_type="list")[0]
+    assert trace.info.client_request_id == "req-1"
+    assert trace.info.tags["trace.user"] == "jane" and trace.info.tags["t"] == "v"
+    assert trace.info.metadata["link"] == {"type": "url", "url": "https://x", "text": "X"}
+    child = next(s for s in trace.data.spans if s.name == "child")
+    assert (child.span_type, child.inputs, child.outputs) == ("LLM", {"q": "hi"}, "hello")
+
+
+def test_writer_process_lets_go_of_the_file_when_idle(configured):
+    with traceduck.start_span("a"):
+        pass
+    assert traceduck.flush()
+    time.sleep(0.3)  # the child detaches 50 ms after its last batch
+    result = run_python(
+        f"""
+        import duckdb
+        con = duckdb.connect({configured!r}, read_only=True)
+        print(con.execute("SELECT count(*) FROM traces").fetchall()[0][0])
+        """
+    )
+    assert result.stdout.strip() == "1"
+
+
+def test_a_killed_writer_process_is_replaced_and_nothing_is_lost(configured):
+    with traceduck.start_span("before"):
+        pass
+    assert traceduck.flush()
+    child = _writer()._child
+    assert child is not None
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait(timeout=10)
+    with traceduck.start_span("after"):
+        pass
+    assert traceduck.flush(timeout=30)
+    assert sorted(t.info.name for t in traceduck.search_traces(return_type="list")) == ["after", "before"]
+    assert _writer()._child is not None and _writer()._child.pid != child.pid
+
+
+def test_span_with_a_lone_surrogate_is_stored_cleaned(configured):
+    with traceduck.start_span("bad-\ud800-name"):
+        pass
+    with traceduck.start_span("good"):
+        pass
+    assert traceduck.flush()
+    names = sorted(t.info.name for t in traceduck.search_traces(return_type="list"))
+    assert names == ["bad-\ufffd-name", "good"]
+
+
+def test_writer_process_ends_with_the_application(tmp_path):
+    path = str(tmp_path / "exit.duckdb")
+    run_python(
+        f"""
+        import traceduck
+        traceduck.configure({path!r})
+        with traceduck.start_span("x"):
+            pass
+        """
+    )
+    deadline = time.monotonic() + 10
+    while _children_writing(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _children_writing(path) == []
+    assert traceduck.count_traces(store=path) == 1
+
+
+def test_forked_application_process_does_not_write_through_the_parents_writer(configured):
+    with traceduck.start_span("parent-before"):
+        pass
+    assert traceduck.flush()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: record a span and report what happened to it
+        os.close(read)
+        try:
+            with traceduck.start_span("from-the-fork"):
+                pass
+            traceduck.flush(timeout=10)
+            stats = traceduck.stats()
+            os.write(write, f"{stats['written_spans']} {stats['failed_spans']}".encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    report = os.read(read, 100).decode()
+    os.close(read)
+    assert report == "0 1"
+    with traceduck.start_span("parent-after"):
+        pass
+    assert traceduck.flush()
+    names = sorted(t.info.name for t in traceduck.search_traces(return_type="list"))
+    assert names == ["parent-after", "parent-before"]
