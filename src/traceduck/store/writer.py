@@ -253,42 +253,55 @@ def _register_pairs(con: duckdb.DuckDBPyConnection, name: str, pairs: list[tuple
 
 
 def _insert_spans(con: duckdb.DuckDBPyConnection, raw: RawSpans, params: dict, dedupe: bool) -> int:
-    columns = ", ".join(_SPAN_COLUMNS)
     if not dedupe:
-        con.execute(f"INSERT INTO spans ({columns}) {_SPANS_SELECT}", params)
+        con.execute(_spans_insert_sql(False), params)
         return len(raw)
     low, high = raw.start_range()
     before = con.execute("SELECT count(*) FROM spans").fetchall()[0][0]
-    con.execute(
-        f"INSERT INTO spans ({columns}) SELECT * FROM ({_SPANS_SELECT}) b"
-        " QUALIFY row_number() OVER (PARTITION BY b.trace_id, b.span_id, b.project) = 1"
-        " AND NOT EXISTS (SELECT 1 FROM spans s WHERE s.start_time_ns BETWEEN $low AND $high"
-        " AND s.trace_id = b.trace_id AND s.span_id = b.span_id AND s.project = b.project)",
-        {**params, "low": low, "high": high},
-    )
+    con.execute(_spans_insert_sql(True), {**params, "low": low, "high": high})
     return con.execute("SELECT count(*) FROM spans").fetchall()[0][0] - before
 
 
-def _conflicting_ids(con: duckdb.DuckDBPyConnection, raw: RawSpans, pending: PendingPatches,
-                     check_existing: bool) -> set[tuple[str, str]]:
-    """(trace id, project) of the traces of this batch whose row must be merged in Python."""
+def _spans_insert_sql(dedupe: bool) -> str:
+    """Insert the batch's spans; with ``dedupe`` skip spans already stored (redelivered batches).
+
+    A redelivered span has the same start time, so the check looks only at stored spans that
+    started within the batch's range (``$low``..``$high``), which zone maps make cheap.
+    """
+    columns = ", ".join(_SPAN_COLUMNS)
+    if not dedupe:
+        return f"INSERT INTO spans ({columns}) {_SPANS_SELECT}"
+    return (
+        f"INSERT INTO spans ({columns}) SELECT * FROM ({_SPANS_SELECT}) b"
+        " QUALIFY row_number() OVER (PARTITION BY b.trace_id, b.span_id, b.project) = 1"
+        " AND NOT EXISTS (SELECT 1 FROM spans s WHERE s.start_time_ns BETWEEN $low AND $high"
+        " AND s.trace_id = b.trace_id AND s.span_id = b.span_id AND s.project = b.project)"
+    )
+
+
+def _known_conflicts(raw: RawSpans, pending: PendingPatches) -> set[tuple[str, str]]:
+    """Traces of the batch that need a merge, as far as Python knows without asking the store."""
     conflicts = set(raw.patch_ids)
     seen: set[tuple[str, str]] = set()
     for key in raw.root_ids:
         if key in seen or key in pending:
             conflicts.add(key)
         seen.add(key)
-    if check_existing and seen:
-        _register_pairs(con, "_td_roots", list(seen))
-        try:
-            rows = con.execute(
-                "SELECT r.id, r.project FROM _td_roots r WHERE EXISTS (SELECT 1 FROM traces t"
-                " WHERE t.trace_id = CAST(r.id AS UUID) AND t.project = r.project)"
-            ).fetchall()
-        finally:
-            con.unregister("_td_roots")
-        conflicts.update((r[0], r[1]) for r in rows)
     return conflicts
+
+
+def _existing(con: duckdb.DuckDBPyConnection, raw: RawSpans) -> set[tuple[str, str]]:
+    """Roots of the batch whose (trace id, project) already has a stored trace row."""
+    roots = list(set(raw.root_ids))
+    if not roots:
+        return set()
+    _td_roots = pa.table({"id": pa.array([k[0] for k in roots], pa.string()),  # noqa: F841
+                          "project": pa.array([k[1] for k in roots], pa.string())})  # fmt: skip
+    rows = con.execute(
+        "SELECT r.id, r.project FROM _td_roots r WHERE EXISTS (SELECT 1 FROM traces t"
+        " WHERE t.trace_id = CAST(r.id AS UUID) AND t.project = r.project)"
+    ).fetchall()
+    return {(r[0], r[1]) for r in rows}
 
 
 _IN_CONFLICTS = (
@@ -383,21 +396,29 @@ def write_batch(
     params = {"stored_at": int(time.time() * 1000), "default_project": raw.default_project}
     _td_raw = raw.to_arrow()  # noqa: F841  (read by DuckDB's replacement scan, by name)
     _td_res = raw.resources_arrow()  # noqa: F841
-    fast = not raw.patch_ids and not (raw.has_remote_roots or dedupe_spans) and not len(pending)
-    if fast and len(set(raw.root_ids)) == len(raw.root_ids):
+    conflicts = _known_conflicts(raw, pending)
+    if raw.has_remote_roots or dedupe_spans:
+        conflicts |= _existing(con, raw)  # one more call: which roots' traces are already stored
+    if not conflicts:
+        low, high = raw.start_range() if len(raw) else (0, 0)
         statements = [
-            f"INSERT INTO spans ({', '.join(_SPAN_COLUMNS)}) {_SPANS_SELECT}",
+            _spans_insert_sql(dedupe_spans),
             f"INSERT INTO traces ({_INSERT_COLUMNS}) SELECT {_ROW_SELECT} FROM ({_TRACE_ROWS_SQL})",
             _RESPONSES_SQL,
-            _llm_calls_sql(False),
+            _llm_calls_sql(dedupe_spans),
             *JOIN_PENDING_SQL,
         ]
+        script = "BEGIN TRANSACTION; " + "; ".join(statements) + "; COMMIT"
         try:
-            con.execute(_script("BEGIN TRANSACTION; " + "; ".join(statements) + "; COMMIT", params))
+            if dedupe_spans:
+                before = con.execute("SELECT count(*) FROM spans").fetchall()[0][0]
+            con.execute(_script(script, {**params, "low": low, "high": high}))
+            stats.spans = (con.execute("SELECT count(*) FROM spans").fetchall()[0][0] - before
+                           if dedupe_spans else len(raw))  # fmt: skip
         except BaseException:
             _rollback(con)
             raise
-        stats.spans = len(raw)
+        stats.duplicate_spans = len(raw) - stats.spans
         stats.traces = len(raw.root_ids)
         return stats
     con.register("_td_raw", _td_raw)
@@ -407,7 +428,6 @@ def write_batch(
         try:
             stats.spans = _insert_spans(con, raw, {"default_project": raw.default_project}, dedupe_spans)
             stats.duplicate_spans = len(raw) - stats.spans
-            conflicts = _conflicting_ids(con, raw, pending, check_existing=raw.has_remote_roots or dedupe_spans)
             where = ""
             if conflicts:
                 _register_pairs(con, "_td_skip", sorted(conflicts))
