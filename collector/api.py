@@ -13,6 +13,7 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
 import traceduck as td
+from traceduck.governance import audit
 
 from .auth import Principal, require
 
@@ -126,7 +127,8 @@ def lookup(request: Request, client_request_id: str | None = None, response_id: 
 def patch_trace(request: Request, trace_id: str, patch: TracePatch,
                 principal: Principal = Depends(require("write"))) -> dict[str, Any]:  # fmt: skip
     store = _store(request, principal)
-    if td.get_trace(trace_id, store=store) is None:
+    before = td.get_trace(trace_id, store=store)
+    if before is None:
         raise HTTPException(404, detail=f"no trace {trace_id}")
     if patch.metadata is not None:
         td.set_trace_metadata(trace_id, patch.metadata, store=store)
@@ -138,13 +140,28 @@ def patch_trace(request: Request, trace_id: str, patch: TracePatch,
         td.remove_trace_tags(trace_id, patch.remove_tags, store=store)
     trace = td.get_trace(trace_id, store=store)
     assert trace is not None
+    _audit_edit(request, principal, before.info, trace.info, patch)
     return trace.info.to_dict()
+
+
+def _audit_edit(request: Request, principal: Principal, before: Any, after: Any, patch: TracePatch) -> None:
+    """Audit events for a trace's metadata and tag edits, with the values before and after."""
+    record = request.app.state.store.record_audit
+    if patch.metadata is not None:
+        record(principal.actor, audit.METADATA_EDITED, after.project, after.trace_id, before.metadata, after.metadata)
+    if patch.tags is not None or patch.add_tags or patch.remove_tags:
+        record(principal.actor, audit.TAGS_EDITED, after.project, after.trace_id, before.tags, after.tags)
 
 
 @router.post("/traces/tags", summary="Add or remove tags on many traces (by ids or a filter)")
 def bulk_tags(request: Request, body: BulkTags, principal: Principal = Depends(require("write"))) -> dict[str, int]:
     updated = td.tag_traces(body.trace_ids, filter_string=body.filter, add=body.add_tags,
                             remove=body.remove_tags, store=_store(request, principal))  # fmt: skip
+    request.app.state.store.record_audit(
+        principal.actor, audit.TAGS_EDITED, principal.project, body.filter or "trace_ids", None,
+        {"trace_ids": body.trace_ids, "filter": body.filter, "add_tags": body.add_tags,
+         "remove_tags": body.remove_tags, "updated": updated},
+    )  # fmt: skip
     return {"updated": updated}
 
 
@@ -203,7 +220,11 @@ def override(request: Request, assessment_id: str, body: OverrideIn,
 @router.delete("/assessments/{assessment_id}", summary="Delete an assessment (restores what it overrode)")
 def delete_assessment(request: Request, assessment_id: str,
                       principal: Principal = Depends(require("write"))) -> dict[str, str]:  # fmt: skip
-    td.delete_assessment(assessment_id, store=_store(request, principal))
+    store = _store(request, principal)
+    before = td.get_assessment(assessment_id, store=store)
+    td.delete_assessment(assessment_id, store=store)
+    request.app.state.store.record_audit(principal.actor, audit.ASSESSMENT_DELETED, before.project, assessment_id,
+                                         before.to_dict(), None)  # fmt: skip
     return {"deleted": assessment_id}
 
 
@@ -228,7 +249,10 @@ def create_key(request: Request, body: KeyIn = Body(...),
     rights = key_store.parse_rights(body.rights)
     with request.app.state.store.connect(write=True) as con:
         info, key = key_store.create_key(con, body.project, rights, body.description)
+        audit.append(con, principal.actor, audit.KEY_CREATED, info.project, info.key_id, None,
+                     {"rights": sorted(info.rights), "description": info.description})  # fmt: skip
     request.app.state.keyring.forget()
+    request.app.state.store.governance.invalidate()  # the first key ends open mode: projects must opt in
     return {"key_id": info.key_id, "key": key, "project": info.project, "rights": sorted(info.rights)}
 
 
@@ -241,5 +265,7 @@ def revoke_key(request: Request, key_id: str, principal: Principal = Depends(req
         if not known or (principal.project is not None and known[0].project != principal.project):
             raise HTTPException(404, detail=f"no key {key_id}")
         key_store.revoke(con, key_id)
+        audit.append(con, principal.actor, audit.KEY_REVOKED, known[0].project, key_id,
+                     {"rights": sorted(known[0].rights), "description": known[0].description}, {"revoked": True})  # fmt: skip
     request.app.state.keyring.forget()
     return {"revoked": key_id}

@@ -2,7 +2,8 @@
 
 ``create_app(settings)`` builds the FastAPI application: OTLP/HTTP ingest at ``/v1/traces``, the
 JSON API under ``/api`` (search, traces, feedback, tags, keys, stats), ``/healthz`` and
-``/metrics``. ``traceduck collector`` runs it with uvicorn.
+``/metrics``; governance under ``/api`` (settings, audit, purge, export; ``governance_api.py``)
+and the background retention job. ``traceduck collector`` runs it with uvicorn.
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ from . import otlp
 from .api import router as api_router
 from .auth import KeyRing, Principal, require
 from .chat_api import router as chat_router
+from .governance_api import router as governance_router
+from .dashboard_api import install as install_dashboard
 from .ingest import IngestQueue, Overloaded
+from .retention import RetentionJob
 from .settings import CollectorSettings
 
 logger = logging.getLogger("traceduck.collector")
@@ -90,7 +94,9 @@ def create_app(settings: CollectorSettings, store: DuckDBStore | None = None) ->
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        retention = RetentionJob(store, settings.purge_interval).start()
         yield
+        retention.stop()
         app.state.ingest.close()
         store.release_writer()
 
@@ -107,6 +113,8 @@ def create_app(settings: CollectorSettings, store: DuckDBStore | None = None) ->
     _install_error_handlers(app)
     app.include_router(api_router)
     app.include_router(chat_router)
+    app.include_router(governance_router)
+    install_dashboard(app)
 
     def _retry_later(status: int, code: str, message: str) -> JSONResponse:
         return JSONResponse({"detail": message, "error": code}, status_code=status,

@@ -34,6 +34,11 @@ class Principal:
     def scoped(self, store: DuckDBStore) -> DuckDBStore:
         return store if self.project is None else store.for_project(self.project)
 
+    @property
+    def actor(self) -> str:
+        """Who acts, as the audit log names them: ``key:<key id>``, or ``open`` without keys."""
+        return f"key:{self.key_id}" if self.key_id else "open"
+
 
 OPEN = Principal(None, frozenset(key_store.RIGHTS), None)
 

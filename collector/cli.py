@@ -8,6 +8,7 @@ import logging
 import sys
 
 from traceduck.cli import command, store_argument
+from traceduck.governance import audit
 from traceduck.store import keys as key_store
 from traceduck.store.duckdb_store import DuckDBStore
 
@@ -39,6 +40,9 @@ def _collector_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ack-timeout", type=float, default=env.ack_timeout,
                         help="seconds ingest waits for a durable write before answering 503 "
                              f"(env TRACEDUCK_ACK_TIMEOUT; default {env.ack_timeout})")
+    parser.add_argument("--purge-interval", type=float, default=env.purge_interval,
+                        help="seconds between runs of the retention job, 0 for none "
+                             f"(env TRACEDUCK_PURGE_INTERVAL; default {env.purge_interval:g})")
 
 
 @command("collector", "run the collector service (OTLP/HTTP ingest, search, feedback and keys APIs)", _collector_arguments)
@@ -51,7 +55,7 @@ def _collector(args: argparse.Namespace) -> int:
     settings = CollectorSettings.from_env()  # every setting has an environment variable; flags win
     settings.store, settings.host, settings.port = args.store, args.host, args.port
     settings.api_key_header, settings.max_queued_spans = args.api_key_header, args.max_queued_spans
-    settings.ack_timeout = args.ack_timeout
+    settings.ack_timeout, settings.purge_interval = args.ack_timeout, args.purge_interval
     store = open_collector_store(settings.store)
     with store.connect() as con:
         open_mode = not key_store.any_keys(con, include_revoked=True)
@@ -91,6 +95,8 @@ def _keys(args: argparse.Namespace) -> int:
     with store.connect(write=True) as con:
         if args.action == "create":
             info, key = key_store.create_key(con, args.project, key_store.parse_rights(args.rights), args.description)
+            audit.append(con, audit.cli_actor(), audit.KEY_CREATED, info.project, info.key_id, None,
+                         {"rights": sorted(info.rights), "description": info.description})  # fmt: skip
             print(key)
             print(f"key id {info.key_id}, project {info.project}, rights {','.join(sorted(info.rights))}. "
                   "Store the key now: it is not shown again.", file=sys.stderr)  # fmt: skip
@@ -99,6 +105,8 @@ def _keys(args: argparse.Namespace) -> int:
             if info is None:
                 print(f"no active key {args.key_id}", file=sys.stderr)
                 return 1
+            audit.append(con, audit.cli_actor(), audit.KEY_REVOKED, info.project, info.key_id,
+                         {"rights": sorted(info.rights), "description": info.description}, {"revoked": True})  # fmt: skip
             print(f"revoked key {info.key_id} of project {info.project}")
         else:
             for info in key_store.list_keys(con):

@@ -32,6 +32,8 @@ class IngestStats:
     received_spans: int = 0
     stored_spans: int = 0
     duplicate_spans: int = 0
+    #: Accepted (200) but not stored: their project has not opted in to capture anything.
+    uncaptured_spans: int = 0
     rejected_spans: int = 0
     refused_spans: int = 0  # answered 429: not accepted, the sender retries
     failed_spans: int = 0  # a write failed: answered 503, the sender retries
@@ -122,6 +124,7 @@ class IngestQueue:
             with self._cond:
                 self.stats.stored_spans += result.spans
                 self.stats.duplicate_spans += result.duplicate_spans
+                self.stats.uncaptured_spans += result.uncaptured_spans
                 self.stats.queued_spans -= len(batch)
                 self.stats.batches += 1
                 self.stats.last_write_time = time.time()

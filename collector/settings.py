@@ -27,6 +27,8 @@ class CollectorSettings:
     ack_timeout: float = 30.0
     #: Retry-After seconds sent with 429/503.
     retry_after: int = 1
+    #: Seconds between runs of the background retention job (0: no job).
+    purge_interval: float = 3600.0
 
     @classmethod
     def from_env(cls) -> CollectorSettings:
@@ -41,4 +43,5 @@ class CollectorSettings:
             max_body_bytes=int(_env("TRACEDUCK_MAX_BODY_BYTES", str(base.max_body_bytes))),
             ack_timeout=float(_env("TRACEDUCK_ACK_TIMEOUT", str(base.ack_timeout))),
             retry_after=int(_env("TRACEDUCK_RETRY_AFTER", str(base.retry_after))),
+            purge_interval=float(_env("TRACEDUCK_PURGE_INTERVAL", str(base.purge_interval))),
         )

@@ -93,13 +93,25 @@ class Key:
     rights: str
 
 
-def create_key(store: str, project: str, rights: str = "read,write") -> Key:
-    """``traceduck keys create``; the key is the one line it prints on stdout."""
+#: (store, project) pairs already opted in to capture by :func:`create_key`.
+_opted_in: set[tuple[str, str]] = set()
+
+
+def create_key(store: str, project: str, rights: str = "read,write", opt_in: bool = True) -> Key:
+    """``traceduck keys create``; the key is the one line it prints on stdout.
+
+    A collector with keys captures nothing of a project until its owner opts in, so (unless
+    ``opt_in=False``) the project is also set to capture every facet: ``traceduck project set
+    PROJECT --capture all``, once per store and project.
+    """
     proc = traceduck_cli("keys", "create", "--store", store, "--project", project, "--rights", rights)
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1, f"expected the key alone on stdout, got {proc.stdout!r}"
     key = lines[0].strip()
     assert key.startswith("td_"), key
+    if opt_in and (store, project) not in _opted_in:
+        traceduck_cli("project", "set", project, "--store", store, "--capture", "all")
+        _opted_in.add((store, project))
     return Key(key, key.split("_")[1], project, rights)
 
 

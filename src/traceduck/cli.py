@@ -107,7 +107,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _load_optional_commands() -> None:
     """Commands that live with optional extras register themselves when importable."""
-    for module in ("collector.cli",):
+    for module in ("traceduck.governance.cli", "collector.cli"):
         try:
             __import__(module)
         except ImportError:

@@ -56,6 +56,9 @@ class Settings:
     lock_timeout: float = 10.0
     #: Write batches from a child process (DuckDB then never competes for the app's GIL).
     writer_process: bool = True
+    #: Capture facets and PII mode given to configure() (stored as the project's settings).
+    capture: Any = None
+    pii: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -155,6 +158,8 @@ def configure(
     flush_interval: float | None = None,
     lock_timeout: float | None = None,
     writer_process: bool | None = None,
+    capture: Any = None,
+    pii: str | None = None,
 ) -> Settings:
     """Set where traces go and connect traceduck to OpenTelemetry.
 
@@ -162,6 +167,11 @@ def configure(
     or the URL of a traceduck collector (``http://host:4318``). If the application already set an
     OTel ``TracerProvider`` traceduck adds its processor to it, otherwise it installs one.
     Calling any tracing function without ``configure()`` configures the defaults.
+
+    ``capture`` (``"all"``, ``"none"``, ``"prompt,response,latency"``, a list or ``{facet: bool}``)
+    and ``pii`` (``"off"``, ``"detect"``, ``"redact"``) change the project's settings in a local
+    store (an audit event when they change); left out, the stored settings stay, and a project
+    never configured captures every facet with PII off (see ``docs/governance.md``).
 
     Raises :class:`~traceduck.StoreLockedError` if another process already writes to the file.
     """
@@ -181,7 +191,14 @@ def configure(
         lock_timeout=lock_timeout if lock_timeout is not None else 10.0,
         writer_process=writer_process if writer_process is not None
         else os.environ.get("TRACEDUCK_WRITER_PROCESS", "1") not in ("0", "false", "no"),
+        capture=capture,
+        pii=pii,
     )
+    if settings.is_remote and (capture is not None or pii is not None):
+        raise ValueError("a collector project's capture and PII settings are set by its owner: "
+                         "`traceduck project set` or set_project_settings(..., store=URL) with an admin key")
+    if not settings.is_remote and settings.writer_process:
+        _check_detectors_portable()
     with _lock:
         shutdown()
         _shut_down = False
@@ -196,6 +213,14 @@ def configure(
 
             store_obj = open_store(settings.store, lock_timeout=settings.lock_timeout)
             store_obj.acquire_writer()
+            if capture is not None or pii is not None:
+                from .governance.projects import set_project_settings  # noqa: PLC0415
+
+                try:
+                    set_project_settings(settings.project, capture=capture, pii=pii, store=store_obj, actor="sdk")
+                except BaseException:
+                    store_obj.release_writer()
+                    raise
             writer: Any = store_obj
             if settings.writer_process:
                 from .store.writer_process import WriterProcess  # noqa: PLC0415
@@ -219,6 +244,15 @@ def configure(
         tracer = provider.get_tracer(TRACER_NAME)
         _setup = _Setup(settings, provider, tracer, dispatcher, store_obj, span_processor)
     return settings
+
+
+def _check_detectors_portable() -> None:
+    from .governance import pii  # noqa: PLC0415
+
+    if pii.non_portable():
+        raise ValueError(f"custom PII detector(s) {', '.join(pii.non_portable())} cannot be imported by the writer "
+                         "process: define them at module level of an importable module, or "
+                         "configure(writer_process=False)")  # fmt: skip
 
 
 def get_tracer() -> otel_trace.Tracer:
@@ -260,7 +294,7 @@ def stats() -> dict[str, Any]:
     processor_stats = getattr(setup.span_processor, "stats", None) if setup else None
     if processor_stats is None:
         return {"queued": 0, "written_spans": 0, "written_traces": 0, "dropped_spans": 0,
-                "failed_spans": 0, "batches": 0, "last_error": None}
+                "failed_spans": 0, "uncaptured_spans": 0, "batches": 0, "last_error": None}
     return processor_stats.as_dict()
 
 

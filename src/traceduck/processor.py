@@ -53,6 +53,8 @@ class ProcessorStats:
     written_traces: int = 0
     dropped_spans: int = 0
     failed_spans: int = 0
+    #: Not stored because their project captures nothing (see docs/governance.md).
+    uncaptured_spans: int = 0
     batches: int = 0
     last_error: str | None = None
 
@@ -221,6 +223,7 @@ class StoreSpanProcessor(SpanProcessor):
                 return
             self.stats.written_spans += result.spans
             self.stats.written_traces += result.traces
+            self.stats.uncaptured_spans += result.uncaptured_spans
             self.stats.batches += 1
             return
 

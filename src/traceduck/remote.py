@@ -188,6 +188,67 @@ class RemoteStore:
             raise TraceNotFoundError(f"no LLM call with {named}")
         return found
 
+    # -- governance (admin key) ------------------------------------------------------------
+    def get_project_settings(self, project: str) -> Any:
+        from .governance.policy import ProjectSettings  # noqa: PLC0415
+
+        found = self._call("GET", f"/api/projects/{project}/settings")
+        return ProjectSettings.from_dict(found) if found.get("configured") else None
+
+    def set_project_settings(self, project: str, changes: dict[str, Any], actor: str) -> Any:
+        from .governance.policy import KEEP, CapturePolicy, ProjectSettings, parse_retention, parse_size  # noqa: PLC0415
+
+        body: dict[str, Any] = {}
+        if changes.get("capture") is not None:
+            body["capture"] = CapturePolicy.parse(changes["capture"]).to_dict()
+        if changes.get("pii") is not None:
+            body["pii"] = changes["pii"]
+        if changes.get("retention_days", KEEP) is not KEEP:
+            body["retention_days"] = parse_retention(changes["retention_days"])
+        if changes.get("max_size_bytes", KEEP) is not KEEP:
+            body["max_size_bytes"] = parse_size(changes["max_size_bytes"])
+        return ProjectSettings.from_dict(self._call("PUT", f"/api/projects/{project}/settings", json=body))
+
+    def audit_events(self, project: str | None = None, after_seq: int = 0, limit: int | None = None,
+                     action: str | None = None) -> list[Any]:  # fmt: skip
+        from .governance.audit import AuditEvent  # noqa: PLC0415
+
+        events: list[Any] = []
+        while limit is None or len(events) < limit:
+            params: dict[str, Any] = {"after_seq": after_seq, "limit": min(1000, (limit or 1000) - len(events))}
+            if action is not None:
+                params["action"] = action
+            page = self._call("GET", "/api/audit", params=params)
+            events += [AuditEvent(**e) for e in page["events"] if project is None or e["project"] == project]
+            if page["next_after_seq"] is None:
+                break
+            after_seq = page["next_after_seq"]
+        return events
+
+    def verify_audit(self, expected_head: str | None = None) -> Any:
+        from .governance.audit import AuditProblem, AuditVerification  # noqa: PLC0415
+
+        found = self._call("GET", "/api/audit/verify", params={"expected_head": expected_head} if expected_head else {})
+        found["problems"] = [AuditProblem(**p) for p in found["problems"]]
+        return AuditVerification(**found)
+
+    def purge(self, dry_run: bool = False, project: str | None = None, actor: str = "sdk") -> Any:
+        from .governance.retention import ProjectPurge, PurgeReport  # noqa: PLC0415
+
+        found = self._call("POST", "/api/purge", json={"dry_run": dry_run})
+        return PurgeReport(found["dry_run"], found["time_ms"], [ProjectPurge(**p) for p in found["projects"]])
+
+    def export_sft(self, filter_string: str | None, trace_ids: list[str] | None = None, split: float | None = None,
+                   seed: int = 0, redact: bool = True, progress: Any = None, actor: str = "sdk") -> Any:  # fmt: skip
+        from .governance.export import SftExport  # noqa: PLC0415
+
+        body = {"filter": filter_string, "trace_ids": trace_ids, "split": split, "seed": seed, "redact": redact,
+                "format": "json"}  # fmt: skip
+        found = self._call("POST", "/api/export/sft", json=body)
+        if progress is not None:
+            progress(found["manifest"]["counts"]["matched"], found["manifest"]["counts"]["matched"])
+        return SftExport(found["train"], found["validation"], found["manifest"])
+
 
 def remote_span_processor(settings: Any) -> Any:
     """A BatchSpanProcessor with the standard OTLP/HTTP exporter pointed at the collector."""

@@ -62,7 +62,7 @@ def insert(con: duckdb.DuckDBPyConnection, row: dict[str, Any]) -> None:
 
 
 def get(con: duckdb.DuckDBPyConnection, assessment_id: str, project: str | None) -> Assessment | None:
-    sql = f"SELECT {_ASSESSMENT_COLUMNS} FROM assessments WHERE assessment_id = ?"
+    sql = f"SELECT {_ASSESSMENT_COLUMNS} FROM assessments a WHERE a.assessment_id = ?"
     params: list[Any] = [assessment_id]
     if project is not None:
         sql += " AND project = ?"
@@ -120,7 +120,8 @@ def pending(con: duckdb.DuckDBPyConnection, project: str | None) -> list[Assessm
     """Assessments whose trace is not stored yet."""
     sql = (
         f"SELECT {_ASSESSMENT_COLUMNS} FROM assessments a"
-        " WHERE (a.trace_id IS NULL OR NOT EXISTS (SELECT 1 FROM traces t WHERE t.trace_id = a.trace_id))"
+        " WHERE (a.trace_id IS NULL OR NOT EXISTS (SELECT 1 FROM traces t WHERE t.trace_id = a.trace_id"
+        " AND t.project = a.project))"
     )
     params: list[Any] = []
     if project is not None:

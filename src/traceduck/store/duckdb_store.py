@@ -8,6 +8,8 @@ import threading
 from typing import Any
 
 from ..entities import Trace
+from ..governance.projects import StoreGovernance
+from ..governance.store import GovernanceMethods
 from ..raw_spans import RawSpans
 from .connection import DuckDBFile
 from ..entities import Assessment
@@ -33,7 +35,7 @@ def open_store(path: str | os.PathLike[str], lock_timeout: float = 10.0) -> Duck
         return store
 
 
-class DuckDBStore:
+class DuckDBStore(GovernanceMethods):
     """Trace storage in one DuckDB file (see ``docs/schema.md`` for the tables)."""
 
     def __init__(self, path: str, lock_timeout: float = 10.0, hold_open: bool = False) -> None:
@@ -43,6 +45,8 @@ class DuckDBStore:
         self.dedupe_spans = False
         #: Searches through this object see only this project's traces (None: all of them).
         self.project: str | None = None
+        #: Project settings as the writer applies them (capture policy, PII mode).
+        self.governance = StoreGovernance()
 
     def for_project(self, project: str) -> DuckDBStore:
         """A view of this store that sees and writes only ``project`` (the collector's keys)."""
@@ -71,7 +75,12 @@ class DuckDBStore:
         if not self.file.is_writer:
             self.file.acquire_writer()  # raises StoreLockedError when another process writes
         with self.file.connect(write=True, linger=linger) as con:
-            return write_batch(con, raw, self.pending, dedupe_spans=self.dedupe_spans)
+            applied = self.governance.prepare(con, raw)  # capture policy and PII, before anything is stored
+            stats = WriteStats()
+            if len(applied.raw):
+                stats = write_batch(con, applied.raw, self.pending, dedupe_spans=self.dedupe_spans)
+            stats.uncaptured_spans = applied.uncaptured
+            return stats
 
     def release(self) -> None:
         """Let other processes open the file (the writer has nothing more to write for now)."""

@@ -33,9 +33,9 @@ TRACE_INFO_SQL = (
 _SPAN_SQL = (
     f"SELECT {HEX_ID.format(col='trace_id')}, span_id, parent_span_id, name, span_type, kind,"
     " start_time_ns, end_time_ns, status, status_message, attributes, inputs, outputs, events"
-    " FROM spans s WHERE EXISTS (SELECT 1 FROM _td_ids i WHERE s.trace_id = CAST(i.trace_id AS UUID)"
-    " AND s.project = i.project){window}"
-    " ORDER BY trace_id, start_time_ns, span_id"
+    " FROM spans s JOIN (SELECT DISTINCT CAST(trace_id AS UUID) AS tid, project FROM _td_ids) i"
+    " ON s.trace_id = i.tid AND s.project = i.project{window}"
+    " ORDER BY s.trace_id, s.start_time_ns, s.span_id"
 )
 #: How far before its trace's root a span may start (clock skew between hosts) and how long
 #: after the root ended (fire-and-forget work) and still be found by a search. Bounding the span
@@ -44,10 +44,10 @@ SPAN_WINDOW_BEFORE_MS = 60 * 60 * 1000
 SPAN_WINDOW_AFTER_MS = 24 * 60 * 60 * 1000
 
 _ASSESSMENT_COLUMNS = (
-    "assessment_id, {hex} AS trace_id, kind, name, value_json, source_type, source_id, rationale,"
-    " metadata_json, error_json, span_id, valid, overrides, create_time, last_update_time,"
-    " target_kind, target, project"
-).format(hex=HEX_ID.format(col="trace_id"))
+    "a.assessment_id, {hex} AS trace_id, a.kind, a.name, a.value_json, a.source_type, a.source_id,"
+    " a.rationale, a.metadata_json, a.error_json, a.span_id, a.valid, a.overrides, a.create_time,"
+    " a.last_update_time, a.target_kind, a.target, a.project"
+).format(hex=HEX_ID.format(col="a.trace_id"))  # select FROM assessments a
 
 
 def info_from_row(row: tuple) -> TraceInfo:
@@ -134,7 +134,7 @@ def spans_for(con: duckdb.DuckDBPyConnection, keys: list[tuple[str, str]],
         if window_ms is None:
             rows = _with_ids(con, keys, _SPAN_SQL.format(window=""))
         else:
-            sql = _SPAN_SQL.format(window=" AND s.start_time_ns BETWEEN ? AND ?")
+            sql = _SPAN_SQL.format(window=" WHERE s.start_time_ns BETWEEN ? AND ?")
             rows = _with_ids(con, keys, sql, [window_ms[0] * 1_000_000, window_ms[1] * 1_000_000])
         for row in rows:
             out[row[0]].append(span_from_row(row))
@@ -145,9 +145,10 @@ def assessments_for(con: duckdb.DuckDBPyConnection, keys: list[tuple[str, str]])
     out: dict[str, list[Assessment]] = defaultdict(list)
     if keys:
         sql = (
-            f"SELECT {_ASSESSMENT_COLUMNS} FROM assessments a WHERE EXISTS (SELECT 1 FROM _td_ids i"
-            " WHERE a.trace_id = CAST(i.trace_id AS UUID) AND a.project = i.project)"
-            " ORDER BY create_time, assessment_id"
+            f"SELECT {_ASSESSMENT_COLUMNS} FROM assessments a"
+            " JOIN (SELECT DISTINCT CAST(trace_id AS UUID) AS tid, project FROM _td_ids) i"
+            " ON a.trace_id = i.tid AND a.project = i.project"
+            " ORDER BY a.create_time, a.assessment_id"
         )
         for row in _with_ids(con, keys, sql):
             out[row[1]].append(assessment_from_row(row))

@@ -146,6 +146,26 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        4,
+        "audit_log: append-only, hash-chained governance events",
+        (
+            """
+            CREATE TABLE audit_log (
+                seq         BIGINT  NOT NULL,
+                time        BIGINT  NOT NULL,
+                actor       VARCHAR NOT NULL,
+                action      VARCHAR NOT NULL,
+                project     VARCHAR,
+                target      VARCHAR,
+                before_json VARCHAR,
+                after_json  VARCHAR,
+                prev_hash   VARCHAR NOT NULL,
+                hash        VARCHAR NOT NULL
+            )
+            """,
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -216,6 +216,8 @@ class WriteStats:
     traces: int = 0
     merged: int = 0
     duplicate_spans: int = 0
+    #: Left out because their project captures nothing (see governance/apply.py).
+    uncaptured_spans: int = 0
 
 
 class PendingPatches:

@@ -29,6 +29,7 @@ from typing import Any, BinaryIO
 import orjson
 
 from ..errors import StoreBusyError, StoreLockedError
+from ..governance import pii
 from ..raw_spans import RawSpans
 from ..serialize import clean_text
 from .writer import WriteStats
@@ -62,6 +63,17 @@ def _write_frame(stream: BinaryIO, data: bytes) -> None:
     stream.flush()
 
 
+def _detectors() -> dict[str, Any] | None:
+    """The application's custom PII detectors, as the child imports them (None: there are none)."""
+    refs = pii.portable_refs()
+    if refs is None:
+        raise WriterProcessError(
+            f"custom PII detector(s) {', '.join(pii.non_portable())} cannot be imported by the writer "
+            "process: define them at module level of an importable module, or configure(writer_process=False)"
+        )
+    return {"refs": refs, "sys_path": sys.path} if refs else None
+
+
 def _encode(raw: RawSpans, linger: bool) -> bytes:
     """The batch as ONE orjson call: C code that holds the GIL once, for a few milliseconds.
 
@@ -69,7 +81,7 @@ def _encode(raw: RawSpans, linger: bool) -> bytes:
     application's threads are busy.)
     """
     payload = {"default_project": raw.default_project, "linger": linger, "resources": raw.resources,
-               "rows": raw.rows}  # fmt: skip
+               "rows": raw.rows, "pii_detectors": _detectors()}  # fmt: skip
     try:
         return orjson.dumps(payload)
     except TypeError:  # lone surrogates in some string: replace them, keep the batch
@@ -77,8 +89,16 @@ def _encode(raw: RawSpans, linger: bool) -> bytes:
         return orjson.dumps({**payload, "rows": raw.rows})
 
 
+_loaded_detectors: list[Any] = []
+
+
 def _decode(frame: bytes) -> tuple[RawSpans, bool]:
     data = orjson.loads(frame)
+    spec = data.get("pii_detectors")
+    refs = spec["refs"] if spec else []
+    if refs != _loaded_detectors:  # the application registered PII detectors: use them too
+        pii.load_refs(refs, spec["sys_path"] if spec else [])
+        _loaded_detectors[:] = refs
     raw = RawSpans(data["default_project"], data["resources"])
     raw.add_rows([tuple(row) for row in data["rows"]])
     return raw, bool(data["linger"])
@@ -134,7 +154,7 @@ class WriterProcess:
                 raise WriterProcessIOError("the writer process went away")
         reply = json.loads(answer)
         if reply.get("ok"):
-            return WriteStats(spans=reply["spans"], traces=reply["traces"])
+            return WriteStats(spans=reply["spans"], traces=reply["traces"], uncaptured_spans=reply.get("uncaptured", 0))
         message = f"{reply.get('type')}: {reply.get('error')}"
         if reply.get("transient"):
             if reply.get("type") == "StoreBusyError":
@@ -177,7 +197,8 @@ def main(argv: list[str]) -> int:
         try:
             raw, linger = _decode(frame)
             stats = store.write(raw, linger=linger)
-            reply: dict[str, Any] = {"ok": True, "spans": stats.spans, "traces": stats.traces}
+            reply: dict[str, Any] = {"ok": True, "spans": stats.spans, "traces": stats.traces,
+                                     "uncaptured": stats.uncaptured_spans}  # fmt: skip
         except Exception as exc:  # reported to the parent, which decides to retry or isolate
             transient = isinstance(exc, (StoreBusyError, duckdb.IOException, OSError))
             reply = {"ok": False, "type": type(exc).__name__, "error": str(exc), "transient": transient}
