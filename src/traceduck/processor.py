@@ -62,8 +62,12 @@ class ProcessorStats:
         return asdict(self)
 
 
-class StoreSpanProcessor(SpanProcessor):
-    """Queue finished spans and write them to a trace store from one background thread."""
+class QueuedSpanProcessor(SpanProcessor):
+    """A bounded queue of finished spans and one background thread that writes them out.
+
+    Subclasses say what goes in the queue (``_prepare``, on the application's thread) and how a
+    batch is written (``_write``, on the writer thread).
+    """
 
     def __init__(
         self,
@@ -102,7 +106,7 @@ class StoreSpanProcessor(SpanProcessor):
             self._drop(1)
             return
         try:
-            item = readable_row(span, self._resources, self.default_project)  # the span is freed now
+            item = self._prepare(span)
         except Exception:
             self.stats.failed_spans += 1
             logger.exception("traceduck could not convert span %r", getattr(span, "name", span))
@@ -189,6 +193,30 @@ class StoreSpanProcessor(SpanProcessor):
             except Exception:
                 logger.exception("traceduck could not release the store")
 
+    def _prepare(self, span: ReadableSpan) -> Any:
+        raise NotImplementedError
+
+    def _write(self, items: list[Any]) -> None:
+        raise NotImplementedError
+
+    def _warn(self, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last_warning >= WARN_EVERY_SECONDS:
+            self._last_warning = now
+            logger.warning(message)
+
+    def _give_up(self, count: int, exc: BaseException) -> None:
+        self.stats.failed_spans += count
+        self.stats.last_error = f"{type(exc).__name__}: {exc}"
+        logger.error("traceduck gave up writing %d spans: %s", count, exc)
+
+
+class StoreSpanProcessor(QueuedSpanProcessor):
+    """Write finished spans to a trace store (a DuckDB file, through the writer process)."""
+
+    def _prepare(self, span: ReadableSpan) -> Any:
+        return readable_row(span, self._resources, self.default_project)  # the span is freed now
+
     def _write(self, items: list[Any]) -> None:
         raw = RawSpans(self.default_project, list(self._resources.json))
         raw.add_rows(items)
@@ -226,14 +254,3 @@ class StoreSpanProcessor(SpanProcessor):
             self.stats.uncaptured_spans += result.uncaptured_spans
             self.stats.batches += 1
             return
-
-    def _warn(self, message: str) -> None:
-        now = time.monotonic()
-        if now - self._last_warning >= WARN_EVERY_SECONDS:
-            self._last_warning = now
-            logger.warning(message)
-
-    def _give_up(self, count: int, exc: BaseException) -> None:
-        self.stats.failed_spans += count
-        self.stats.last_error = f"{type(exc).__name__}: {exc}"
-        logger.error("traceduck gave up writing %d spans: %s", count, exc)

@@ -10,11 +10,15 @@ Filters are parsed locally first, so errors are identical in both modes. Needs t
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
+
+from opentelemetry.sdk.trace import ReadableSpan
 
 from .entities import Assessment, Trace, assessment_from_dict
 from .errors import AssessmentNotFoundError, InvalidFilterError, TraceduckError, TraceNotFoundError
 from .paging import InvalidPageTokenError
+from .processor import QueuedSpanProcessor
 from .store.query import PageRows, SearchQuery
 
 PAGE_SIZE = 5_000
@@ -250,8 +254,57 @@ class RemoteStore:
         return SftExport(found["train"], found["validation"], found["manifest"])
 
 
+class ExportSpanProcessor(QueuedSpanProcessor):
+    """Export finished spans to a collector with the standard OTLP/HTTP exporter.
+
+    The same bounded queue as the local writer: a full queue drops and COUNTS spans (the SDK's
+    BatchSpanProcessor drops silently, logging each one). While the collector is down or slow,
+    the batch in hand is retried with backoff, so sending resumes by itself when it returns; new
+    spans beyond the queue bound are dropped and counted meanwhile, so memory stays bounded.
+    """
+
+    def __init__(self, exporter: Any, export_batch_size: int = 2048, **kwargs: Any) -> None:
+        self.exporter = exporter
+        self.export_batch_size = export_batch_size
+        super().__init__(store=None, **kwargs)
+
+    def _prepare(self, span: ReadableSpan) -> Any:
+        return span
+
+    def _write(self, items: list[Any]) -> None:
+        from opentelemetry.sdk.trace.export import SpanExportResult  # noqa: PLC0415
+
+        for start in range(0, len(items), self.export_batch_size):
+            chunk = items[start : start + self.export_batch_size]
+            delay = 0.5
+            while True:
+                try:
+                    ok = self.exporter.export(chunk) == SpanExportResult.SUCCESS
+                    error = "the collector did not accept the spans"
+                except Exception as exc:  # the exporter should not raise; never let it stop us
+                    ok, error = False, f"{type(exc).__name__}: {exc}"
+                if ok:
+                    self.stats.written_spans += len(chunk)
+                    self.stats.written_traces += sum(1 for s in chunk if s.parent is None or s.parent.is_remote)
+                    self.stats.batches += 1
+                    break
+                self.stats.last_error = error
+                if time.monotonic() >= self._give_up_at:  # shutting down: do not hold up exit
+                    self._give_up(sum(len(items[i : i + self.export_batch_size])
+                                      for i in range(start, len(items), self.export_batch_size)),
+                                  RemoteError(503, error))  # fmt: skip
+                    return
+                self._warn(f"traceduck could not export {len(chunk)} spans to the collector, retrying: {error}")
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        self.exporter.shutdown()
+
+
 def remote_span_processor(settings: Any) -> Any:
-    """A BatchSpanProcessor with the standard OTLP/HTTP exporter pointed at the collector."""
+    """The export processor with the standard OTLP/HTTP exporter pointed at the collector."""
     try:
         from opentelemetry.exporter.otlp.proto.http import Compression  # noqa: PLC0415
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # noqa: PLC0415
@@ -259,17 +312,17 @@ def remote_span_processor(settings: Any) -> Any:
         raise ImportError(
             "remote mode needs the OTLP exporter: pip install 'traceduck[remote]'"
         ) from None
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415
-
     headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else None
     exporter = OTLPSpanExporter(
         endpoint=settings.store.rstrip("/") + "/v1/traces",
         headers=headers,
         compression=Compression.Gzip,
     )
-    return BatchSpanProcessor(
+    return ExportSpanProcessor(
         exporter,
+        export_batch_size=min(settings.max_batch_size, 2048),
         max_queue_size=settings.max_queue_size,
-        max_export_batch_size=min(settings.max_batch_size, 2048),
-        schedule_delay_millis=int(settings.flush_interval * 1000),
+        max_batch_size=settings.max_batch_size,
+        flush_interval=settings.flush_interval,
+        default_project=settings.project,
     )
