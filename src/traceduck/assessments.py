@@ -17,7 +17,7 @@ from typing import Any
 
 from .entities import Assessment, AssessmentError, AssessmentSource
 from .errors import AssessmentNotFoundError
-from .metadata import MAX_VALUE_CHARS
+from .metadata import MAX_VALUE_CHARS, check_text
 from .stores import resolve_store
 
 MAX_NAME_CHARS = 250
@@ -107,13 +107,7 @@ def _error(error: Any) -> AssessmentError | None:
 
 
 def _text(name: str, value: Any) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be a str, not {type(value).__name__}")
-    if len(value) > MAX_VALUE_CHARS:
-        raise ValueError(f"{name} is {len(value)} characters long; the limit is {MAX_VALUE_CHARS}")
-    return value
+    return None if value is None else check_text(name, value)
 
 
 def _metadata(metadata: Any) -> dict[str, Any] | None:

@@ -9,23 +9,13 @@ from typing import Any
 from opentelemetry import trace as otel_trace
 
 from . import attributes as attr
-from .metadata import MAX_VALUE_CHARS, check_metadata, check_tags
+from .metadata import check_metadata, check_tags, check_text
 from .roots import carrier_for
 
 logger = logging.getLogger("traceduck")
 
 _STATES = ("OK", "ERROR")
 _warned_outside_trace = False
-
-
-def _check_text(name: str, value: Any) -> str:
-    if type(value) is str and len(value) <= MAX_VALUE_CHARS:
-        return value
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be a str, not {type(value).__name__}")
-    if len(value) > MAX_VALUE_CHARS:
-        raise ValueError(f"{name} is {len(value)} characters long; the limit is {MAX_VALUE_CHARS}")
-    return value
 
 
 def _warn_outside_trace() -> None:
@@ -61,21 +51,21 @@ def update_current_trace(
     """
     new_metadata = check_metadata(metadata) if metadata is not None else {}
     if user is not None:
-        new_metadata[attr.USER] = _check_text(attr.USER, user)
+        new_metadata[attr.USER] = check_text(attr.USER, user)
     if session_id is not None:
-        new_metadata[attr.SESSION] = _check_text(attr.SESSION, session_id)
+        new_metadata[attr.SESSION] = check_text(attr.SESSION, session_id)
     if environment is not None:
-        new_metadata[attr.ENVIRONMENT] = _check_text(attr.ENVIRONMENT, environment)
+        new_metadata[attr.ENVIRONMENT] = check_text(attr.ENVIRONMENT, environment)
     new_tags = check_tags(tags) if tags is not None else {}
     fields: dict[str, str] = {}
     if client_request_id is not None:
-        fields["client_request_id"] = _check_text("client_request_id", client_request_id)
+        fields["client_request_id"] = check_text("client_request_id", client_request_id)
     if request_preview is not None:
-        fields["request_preview"] = _check_text("request_preview", request_preview)
+        fields["request_preview"] = check_text("request_preview", request_preview)
     if response_preview is not None:
-        fields["response_preview"] = _check_text("response_preview", response_preview)
+        fields["response_preview"] = check_text("response_preview", response_preview)
     if state is not None:
-        upper = _check_text("state", state).upper()
+        upper = check_text("state", state).upper()
         if upper not in _STATES:
             raise ValueError(f"state must be one of {', '.join(_STATES)}, not {state!r}")
         fields["state"] = upper

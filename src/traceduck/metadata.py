@@ -24,6 +24,15 @@ TYPED_VALUE_FIELDS: dict[str, tuple[str, ...]] = {"url": ("url", "text"), "strin
 MetadataValue = str | int | float | bool | None | dict[str, str]
 
 
+def check_text(name: str, value: Any) -> str:
+    """A str of at most MAX_VALUE_CHARS, else TypeError/ValueError naming ``name``."""
+    if type(value) is str and len(value) <= MAX_VALUE_CHARS:
+        return value
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+    raise ValueError(f"{name} is {len(value)} characters long; the limit is {MAX_VALUE_CHARS}")
+
+
 def canonical_key(key: str) -> str:
     """The reserved key an identity alias stands for, else the key itself."""
     return IDENTITY_ALIASES.get(key, key)
