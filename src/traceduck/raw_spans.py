@@ -152,12 +152,6 @@ class RawSpans:
         arrays.append(pa.array(range(len(self.rows)), pa.int64()))
         return pa.table(arrays, names=[*RAW_COLUMNS, "seq"])
 
-    def resources_arrow(self) -> pa.Table:
-        return pa.table(
-            {"idx": pa.array(range(len(self.resources)), pa.int32()),
-             "resource": pa.array(self.resources, pa.string())}
-        )  # fmt: skip
-
     def resource(self, attributes: Mapping[str, Any]) -> int:
         """Index of a Resource's attributes in this batch (cached by object identity)."""
         cached = self._resource_index.get(id(attributes))

@@ -131,23 +131,25 @@ def pending(con: duckdb.DuckDBPyConnection, project: str | None) -> list[Assessm
 
 
 #: Give pending assessments the trace their id now names, among the traces just written (their
-#: ``stored_at`` is the batch's), within their project. Run by the writer inside the transaction
-#: that stores the traces, with ``$stored_at`` bound; cheap when nothing is pending.
-JOIN_PENDING_SQL = tuple(
+#: ``stored_at`` is the batch's), within their project: by client request id (the newest trace),
+#: trace id or LLM response id. Run by the writer inside the transaction that stores the traces,
+#: with ``$stored_at`` bound; one statement, cheap when nothing is pending.
+JOIN_PENDING_SQL = (
     "UPDATE assessments SET trace_id = m.trace_id, last_update_time = $stored_at FROM ("
-    f" SELECT a.assessment_id, {pick} AS trace_id FROM assessments a {join}"
-    f" WHERE a.trace_id IS NULL AND a.target_kind = '{kind}'{extra}"
-    " GROUP BY a.assessment_id) m WHERE assessments.assessment_id = m.assessment_id"
-    for kind, pick, join, extra in (
-        ("client_request_id", "arg_max(t.trace_id, t.request_time)",
-         "JOIN traces t ON t.client_request_id = a.target AND t.project = a.project", " AND t.stored_at = $stored_at"),
-        ("trace_id", "any_value(t.trace_id)",
-         "JOIN traces t ON t.trace_id = TRY_CAST(a.target AS UUID) AND t.project = a.project",
-         " AND t.stored_at = $stored_at"),
-        ("response_id", "any_value(r.trace_id)",
-         "JOIN llm_responses r ON r.response_id = a.target AND r.project = a.project", ""),
-    )
-)  # fmt: skip
+    " SELECT a.assessment_id, arg_max(t.trace_id, t.request_time) AS trace_id FROM assessments a"
+    " JOIN traces t ON t.client_request_id = a.target AND t.project = a.project"
+    " WHERE a.trace_id IS NULL AND a.target_kind = 'client_request_id' AND t.stored_at = $stored_at"
+    " GROUP BY a.assessment_id"
+    " UNION ALL SELECT a.assessment_id, any_value(t.trace_id) FROM assessments a"
+    " JOIN traces t ON t.trace_id = TRY_CAST(a.target AS UUID) AND t.project = a.project"
+    " WHERE a.trace_id IS NULL AND a.target_kind = 'trace_id' AND t.stored_at = $stored_at"
+    " GROUP BY a.assessment_id"
+    " UNION ALL SELECT a.assessment_id, any_value(r.trace_id) FROM assessments a"
+    " JOIN llm_responses r ON r.response_id = a.target AND r.project = a.project"
+    " WHERE a.trace_id IS NULL AND a.target_kind = 'response_id'"
+    " GROUP BY a.assessment_id"
+    ") m WHERE assessments.assessment_id = m.assessment_id"
+)
 
 
 def metadata_json(metadata: dict[str, Any] | None) -> str | None:

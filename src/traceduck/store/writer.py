@@ -8,6 +8,7 @@ already known (see :mod:`traceduck.trace_rows`) are the rare exception handled i
 
 from __future__ import annotations
 
+import json
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -16,9 +17,13 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from ..raw_spans import RawSpans
+from ..raw_spans import RAW_COLUMNS, RawSpans
 from ..trace_rows import TRACE_COLUMNS, TraceRow
 from .assessments import JOIN_PENDING_SQL
+
+_RESOURCE_INDEX = RAW_COLUMNS.index("resource")
+_DEFAULTS_INDEX = RAW_COLUMNS.index("default_metadata")
+_IS_ROOT_INDEX = RAW_COLUMNS.index("is_root")
 
 #: Trace fields waiting for a root span that has not been stored yet.
 MAX_PENDING_PATCHES = 10_000
@@ -28,10 +33,6 @@ PREVIEW_CHARS = 1000
 def _attr(key: str) -> str:
     """Text of span attribute ``key`` from the attributes JSON (a constant of ours, never input)."""
     return "json_extract_string(attributes, '$.\"" + key + "\"')"
-
-
-def _resource_attr(key: str) -> str:
-    return "json_extract_string(resource, '$.\"" + key + "\"')"
 
 
 def _json_map(expr: str, value_type: str) -> str:
@@ -65,7 +66,6 @@ def _preview(column: str) -> str:
 
 _EMPTY_JSON_MAP = "MAP {}::MAP(VARCHAR, JSON)"
 _EMPTY_TEXT_MAP = "MAP {}::MAP(VARCHAR, VARCHAR)"
-_SERVICE = _resource_attr("service.name")
 
 _SPAN_COLUMNS = (
     "trace_id", "span_id", "parent_span_id", "project", "name", "span_type", "kind",
@@ -78,20 +78,44 @@ _SPANS_SELECT = (
     " end_time_ns, status, status_message, attributes, inputs, outputs, events FROM _td_raw"
 )
 
-#: Metadata a root gets without the application setting it: from its OTel Resource and the
-#: configure() defaults, computed once per distinct pair in the batch.
-_IMPLICIT_SQL = (
-    "SELECT idx, default_metadata, map_concat("
-    + _entries(
-        ("trace.environment", f"coalesce({_resource_attr('deployment.environment.name')},"
-                              f" {_resource_attr('deployment.environment')})"),
-        ("service.name", f"CASE WHEN NOT starts_with({_SERVICE}, 'unknown_service') THEN {_SERVICE} END"),
-        ("service.version", _resource_attr("service.version")),
-    )
-    + f", coalesce({_json_map('default_metadata', 'JSON')}, {_EMPTY_JSON_MAP})) AS implicit"
-    " FROM (SELECT DISTINCT r.resource AS idx, r.default_metadata, x.resource"
-    "       FROM _td_raw r JOIN _td_res x ON x.idx = r.resource WHERE r.is_root)"
-)
+def implicit_metadata(resource_json: str, defaults: str | None) -> str | None:
+    """JSON of the metadata a root gets without the application setting it: the OTel Resource's
+    environment, service name and version, then the configure() defaults."""
+    try:
+        resource = json.loads(resource_json) if resource_json else {}
+    except ValueError:
+        resource = {}
+    found: dict[str, Any] = {}
+    environment = resource.get("deployment.environment.name", resource.get("deployment.environment"))
+    if environment is not None:
+        found["trace.environment"] = str(environment)
+    service = resource.get("service.name")
+    if service and not str(service).startswith("unknown_service"):
+        found["service.name"] = str(service)
+    if resource.get("service.version") is not None:
+        found["service.version"] = str(resource["service.version"])
+    if defaults:
+        try:
+            parsed = json.loads(defaults)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict):
+            found.update(parsed)
+    return json.dumps(found) if found else None
+
+
+def _implicit_table(raw: RawSpans) -> pa.Table:
+    """One row per distinct (resource, defaults) of the batch's roots: computed once, not per span."""
+    pairs = {(row[_RESOURCE_INDEX], row[_DEFAULTS_INDEX]) for row in raw.rows if row[_IS_ROOT_INDEX]}
+    keys = sorted(pairs, key=lambda p: (p[0], p[1] or ""))
+    return pa.table({
+        "idx": pa.array([k[0] for k in keys], pa.int32()),
+        "default_metadata": pa.array([k[1] for k in keys], pa.string()),
+        "implicit": pa.array([implicit_metadata(raw.resources[k[0]] if k[0] < len(raw.resources) else "", k[1])
+                              for k in keys], pa.string()),
+    })  # fmt: skip
+
+
 # OTel identity attributes (enduser.id, session.id, ...) on a root, for the few roots that have any.
 _IDENTITY = _entries(
     ("trace.user", f"coalesce({_attr('enduser.id')}, {_attr('user.id')}, {_attr('mlflow.trace.user')})"),
@@ -143,10 +167,10 @@ FROM (
                     coalesce(TRY_CAST(json_extract(tf, '$.metadata') AS MAP(VARCHAR, JSON)), {_EMPTY_JSON_MAP})
                 ) AS meta
             FROM (
-                SELECT r.*, i.implicit, TRY_CAST(r.trace_fields AS JSON) AS tf,
+                SELECT r.*, {_json_map('i.implicit', 'JSON')} AS implicit, TRY_CAST(r.trace_fields AS JSON) AS tf,
                        json_extract_string(TRY_CAST(r.trace_fields AS JSON), '$.state') AS t_state
                 FROM _td_raw r
-                LEFT JOIN ({_IMPLICIT_SQL}) i
+                LEFT JOIN _td_impl i
                   ON r.is_root AND i.idx = r.resource
                  AND i.default_metadata IS NOT DISTINCT FROM r.default_metadata
                 WHERE r.is_root OR r.trace_fields IS NOT NULL
@@ -372,6 +396,14 @@ def _merge_conflicts(con: duckdb.DuckDBPyConnection, conflicts: set[tuple[str, s
     stats.merged += len(complete)
 
 
+_ATTRIBUTES_INDEX = RAW_COLUMNS.index("attributes")
+
+
+def _has_llm_calls(raw: RawSpans) -> bool:
+    """Some span carries GenAI attributes (only then are the LLM tables written)."""
+    return any("gen_ai." in row[_ATTRIBUTES_INDEX] for row in raw.rows if row[_ATTRIBUTES_INDEX])
+
+
 def _literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
@@ -397,7 +429,7 @@ def write_batch(
     stats = WriteStats()
     params = {"stored_at": int(time.time() * 1000), "default_project": raw.default_project}
     _td_raw = raw.to_arrow()  # noqa: F841  (read by DuckDB's replacement scan, by name)
-    _td_res = raw.resources_arrow()  # noqa: F841
+    _td_impl = _implicit_table(raw)  # noqa: F841
     conflicts = _known_conflicts(raw, pending)
     if raw.has_remote_roots or dedupe_spans:
         conflicts |= _existing(con, raw)  # one more call: which roots' traces are already stored
@@ -406,9 +438,8 @@ def write_batch(
         statements = [
             _spans_insert_sql(dedupe_spans),
             f"INSERT INTO traces ({_INSERT_COLUMNS}) SELECT {_ROW_SELECT} FROM ({_TRACE_ROWS_SQL})",
-            _RESPONSES_SQL,
-            _llm_calls_sql(dedupe_spans),
-            *JOIN_PENDING_SQL,
+            *((_RESPONSES_SQL, _llm_calls_sql(dedupe_spans)) if _has_llm_calls(raw) else ()),
+            JOIN_PENDING_SQL,
         ]
         script = "BEGIN TRANSACTION; " + "; ".join(statements) + "; COMMIT"
         try:
@@ -424,7 +455,7 @@ def write_batch(
         stats.traces = len(raw.root_ids)
         return stats
     con.register("_td_raw", _td_raw)
-    con.register("_td_res", _td_res)
+    con.register("_td_impl", _td_impl)
     try:
         con.execute("BEGIN TRANSACTION")
         try:
@@ -446,16 +477,17 @@ def write_batch(
             stats.traces = len(set(raw.root_ids) - conflicts)
             if conflicts:
                 _merge_conflicts(con, conflicts, pending, params, stats)
-            con.execute(_RESPONSES_SQL, {"default_project": raw.default_project})
-            con.execute(_llm_calls_sql(dedupe_spans), {"default_project": raw.default_project})
-            con.execute(_script("; ".join(JOIN_PENDING_SQL), params))
+            if _has_llm_calls(raw):
+                con.execute(_RESPONSES_SQL, {"default_project": raw.default_project})
+                con.execute(_llm_calls_sql(dedupe_spans), {"default_project": raw.default_project})
+            con.execute(_script(JOIN_PENDING_SQL, params))
             con.execute("COMMIT")
         except BaseException:
             _rollback(con)
             raise
     finally:
         con.unregister("_td_raw")
-        con.unregister("_td_res")
+        con.unregister("_td_impl")
     return stats
 
 
