@@ -10,10 +10,12 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 import traceduck as td
 from traceduck.governance import audit
+from traceduck.serialize import dumps
 
 from .auth import Principal, require
 
@@ -84,7 +86,16 @@ def _trace_json(trace: td.Trace) -> dict[str, Any]:
     return trace.to_dict()
 
 
-@router.get("/traces", summary="Search traces with the filter language")
+def stored_json(content: Any) -> Response:
+    """A JSON answer made of stored trace data, written by traceduck's own serialiser.
+
+    Whatever was stored must read back: inputs may nest deeper than pydantic's serialiser accepts
+    (it refuses beyond a fixed depth), and :func:`traceduck.serialize.dumps` never raises.
+    """
+    return Response(dumps(content), media_type="application/json")
+
+
+@router.get("/traces", summary="Search traces with the filter language", response_model=dict[str, Any])
 def search(
     request: Request,
     filter: str | None = Query(None, description="e.g. tags.`trace.user` = 'jane' AND status = 'ERROR'"),
@@ -93,10 +104,10 @@ def search(
     page_token: str | None = None,
     include_spans: bool = True,
     principal: Principal = Depends(require("read")),
-) -> dict[str, Any]:
+) -> Response:
     page = td.search_traces_page(filter, order_by=order_by, max_results=max_results, page_token=page_token,
                                  include_spans=include_spans, store=_store(request, principal))  # fmt: skip
-    return {"traces": [_trace_json(t) for t in page.traces], "next_page_token": page.next_page_token}
+    return stored_json({"traces": [_trace_json(t) for t in page.traces], "next_page_token": page.next_page_token})
 
 
 @router.get("/trace_count", summary="Count traces matching a filter")
@@ -105,22 +116,23 @@ def count(request: Request, filter: str | None = None,
     return {"count": td.count_traces(filter, store=_store(request, principal))}
 
 
-@router.get("/traces/{trace_id}", summary="One trace with its spans and assessments")
-def get_trace(request: Request, trace_id: str, principal: Principal = Depends(require("read"))) -> dict[str, Any]:
+@router.get("/traces/{trace_id}", summary="One trace with its spans and assessments", response_model=dict[str, Any])
+def get_trace(request: Request, trace_id: str, principal: Principal = Depends(require("read"))) -> Response:
     trace = td.get_trace(trace_id, store=_store(request, principal))
     if trace is None:
         raise HTTPException(404, detail=f"no trace {trace_id}")
-    return _trace_json(trace)
+    return stored_json(_trace_json(trace))
 
 
-@router.get("/trace_lookup", summary="Find a trace by client request id or LLM response id")
+@router.get("/trace_lookup", summary="Find a trace by client request id or LLM response id",
+            response_model=dict[str, Any])
 def lookup(request: Request, client_request_id: str | None = None, response_id: str | None = None,
-           principal: Principal = Depends(require("read"))) -> dict[str, Any]:  # fmt: skip
+           principal: Principal = Depends(require("read"))) -> Response:  # fmt: skip
     trace = td.get_trace(client_request_id=client_request_id, response_id=response_id,
                          store=_store(request, principal))  # fmt: skip
     if trace is None:
         raise HTTPException(404, detail="no trace with that id")
-    return _trace_json(trace)
+    return stored_json(_trace_json(trace))
 
 
 @router.patch("/traces/{trace_id}", summary="Replace metadata and/or set, add or remove tags")

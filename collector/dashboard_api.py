@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from traceduck import analytics
 
+from .api import stored_json
 from .auth import Principal, require
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -94,11 +95,12 @@ def llm_usage(request: Request, body: TraceIds, principal: Principal = Depends(r
     return {"usage": analytics.llm_usage(body.trace_ids, store=_store(request, principal))}
 
 
-@router.get("/api/sessions/{session_id}", summary="A session's traces, oldest first, with totals")
+@router.get("/api/sessions/{session_id}", summary="A session's traces, oldest first, with totals",
+            response_model=dict[str, Any])
 def session(request: Request, session_id: str,
             max_results: int = Query(analytics.SESSION_PAGE, ge=1, le=5_000), page_token: str | None = None,
-            principal: Principal = Depends(require("read"))) -> dict[str, Any]:  # fmt: skip
-    return analytics.get_session(session_id, max_results, page_token, store=_store(request, principal)).to_dict()
+            principal: Principal = Depends(require("read"))) -> Response:  # fmt: skip
+    return stored_json(analytics.get_session(session_id, max_results, page_token, store=_store(request, principal)).to_dict())
 
 
 @router.get("/api/fields", summary="Tag and metadata keys in use and feedback names, with counts")

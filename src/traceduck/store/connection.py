@@ -67,6 +67,20 @@ def _remove(path: str) -> None:
         pass
 
 
+def is_invalidated(exc: BaseException) -> bool:
+    """DuckDB gave up on the attached file (a checkpoint failed, e.g. on a full disk): it must be
+    detached and attached again before use; what was committed is safe in the file and its WAL."""
+    text = str(exc)
+    return isinstance(exc, duckdb.Error) and any(
+        needle in text for needle in ("invalidated", "Detach and reattach", "Reopen the database")
+    )
+
+
+def is_durable_commit(exc: BaseException) -> bool:
+    """The transaction committed durably and only the automatic checkpoint after it failed."""
+    return isinstance(exc, duckdb.Error) and "COMMIT succeeded and is durable" in str(exc)
+
+
 def is_lock_conflict(exc: BaseException) -> bool:
     return isinstance(exc, duckdb.IOException) and bool(_LOCK_CONFLICT.search(str(exc)))
 
@@ -101,6 +115,10 @@ class DuckDBFile:
         #: (and makes the occasional small write, such as feedback).
         self.writes_elsewhere = False
         self._attached_at = 0.0
+        #: DuckDB invalidated the attachment (a failed checkpoint): attach afresh before next use.
+        self._invalidated = False
+        #: How many times an invalidated file was attached afresh (a health figure).
+        self.reattachments = 0
         self._schema_checked_at = float("-inf")
         self.migrated = False
         _files.add(self)
@@ -265,6 +283,29 @@ class DuckDBFile:
             self._attached = None
             self._instance.execute(f"USE memory; DETACH {ALIAS}")
 
+    def invalidated(self) -> None:
+        """The attachment is unusable (DuckDB invalidated it): drop it at the end of this unit of work."""
+        self._invalidated = True
+
+    def _drop_if_invalidated(self, exc: BaseException | None = None) -> None:
+        """Detach an invalidated file (called with the lock held) so the next unit of work
+        attaches it afresh, replaying its WAL; a fresh instance if even DETACH fails."""
+        if not (self._invalidated or (exc is not None and is_invalidated(exc))):
+            return
+        self._invalidated = False
+        self.reattachments += 1
+        if self._instance is None:
+            return
+        try:
+            self._detach()
+        except duckdb.Error:
+            instance, self._instance, self._attached = self._instance, None, None
+            try:
+                instance.close()
+            except duckdb.Error:
+                pass
+        self.migrated = False  # re-checked on the next write
+
     def release(self) -> None:
         """Detach a store kept attached by ``connect(linger=True)`` (the writer is idle)."""
         with self._lock:
@@ -292,7 +333,11 @@ class DuckDBFile:
             try:
                 self._check_schema(con, read_only)
                 yield con
+            except duckdb.Error as exc:
+                self._drop_if_invalidated(exc)
+                raise
             finally:
+                self._drop_if_invalidated()
                 keep = linger and self.writes_here and time.monotonic() - self._attached_at < MAX_LINGER_SECONDS
                 if not keep:
                     self._detach()
@@ -311,6 +356,7 @@ class DuckDBFile:
             self._attach(False)
             self._check_schema(self._instance_connection(), False)
             cursor = self._instance_connection().cursor()
+        failure: BaseException | None = None
         try:
             cursor.execute(f"USE {ALIAS}; SET enable_progress_bar = false")
             if write:
@@ -318,5 +364,11 @@ class DuckDBFile:
                     yield cursor
             else:
                 yield cursor
+        except duckdb.Error as exc:
+            failure = exc
+            raise
         finally:
             cursor.close()
+            if failure is not None or self._invalidated:
+                with self._lock:
+                    self._drop_if_invalidated(failure)

@@ -7,15 +7,16 @@ import os
 import threading
 from typing import Any
 
-from ..entities import Trace
+import duckdb
+
+from ..entities import Assessment, Trace
 from ..governance.projects import StoreGovernance
 from ..governance.store import GovernanceMethods
 from ..raw_spans import RawSpans
-from .connection import DuckDBFile
-from ..entities import Assessment
 from . import assessments as assessment_sql
 from . import editing as editing_sql
 from . import query as query_sql
+from .connection import DuckDBFile, is_durable_commit
 from .reader import get_trace
 from .writer import PendingPatches, WriteStats, write_batch
 
@@ -78,7 +79,15 @@ class DuckDBStore(GovernanceMethods):
             applied = self.governance.prepare(con, raw)  # capture policy and PII, before anything is stored
             stats = WriteStats()
             if len(applied.raw):
-                stats = write_batch(con, applied.raw, self.pending, dedupe_spans=self.dedupe_spans)
+                try:
+                    stats = write_batch(con, applied.raw, self.pending, dedupe_spans=self.dedupe_spans)
+                except duckdb.Error as exc:
+                    if not is_durable_commit(exc):
+                        raise
+                    # Stored for good (in the WAL); only the checkpoint after it failed, e.g. on a
+                    # full disk. The file is attached afresh before the next unit of work.
+                    self.file.invalidated()
+                    stats = WriteStats(spans=len(applied.raw), traces=len(applied.raw.root_ids))
             stats.uncaptured_spans = applied.uncaptured
             return stats
 
