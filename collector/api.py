@@ -240,9 +240,9 @@ def delete_assessment(request: Request, assessment_id: str,
     return {"deleted": assessment_id}
 
 
-@router.get("/stats", summary="Ingest counters")
+@router.get("/stats", summary="Ingest counters (of the key's project only)")
 def stats(request: Request, principal: Principal = Depends(require("read"))) -> dict[str, Any]:
-    return request.app.state.ingest.stats.as_dict()
+    return request.app.state.ingest.stats_for(principal.project).as_dict()
 
 
 class KeyIn(BaseModel):

@@ -53,6 +53,38 @@ _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_f
           413: "too_large", 415: "unsupported_media_type", 429: "overloaded", 503: "unavailable"}
 
 
+class BodyLimit:
+    """ASGI middleware: refuse a request body larger than ``limit`` bytes with 413, before reading
+    it when Content-Length says so, else as soon as the bytes read pass the limit (a chunked
+    body), so no request makes the collector hold more than ``limit`` bytes of body."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        message = f"request body is larger than {self.limit} bytes"
+        length = dict(scope.get("headers") or ()).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            await _error(413, "too_large", message)(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Any:
+            nonlocal seen
+            event = await receive()
+            if event["type"] == "http.request":
+                seen += len(event.get("body", b""))
+                if seen > self.limit:
+                    raise StarletteHTTPException(413, detail=message)  # answered by http_error below
+            return event
+
+        await self.app(scope, limited, send)
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -106,6 +138,8 @@ def create_app(settings: CollectorSettings, store: DuckDBStore | None = None) ->
         version=td.__version__,
         lifespan=lifespan,
     )
+    # Every body (OTLP, chat logs, API calls) stops being read past the limit: 413, bounded memory.
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.state.settings = settings
     app.state.store = store
     app.state.keyring = KeyRing(store, settings.api_key_header)
@@ -123,6 +157,9 @@ def create_app(settings: CollectorSettings, store: DuckDBStore | None = None) ->
     @app.post("/v1/traces", summary="OTLP/HTTP trace ingest (protobuf or JSON, gzip accepted)")
     async def ingest(request: Request, principal: Principal = Depends(require("write"))) -> Response:
         content_type = request.headers.get("content-type", "")
+        if app.state.ingest.full:  # refuse before reading and decoding: overload costs nothing more
+            app.state.ingest.refuse(principal.project)
+            return _retry_later(429, "overloaded", "the collector is busy (its write queue is full); retry later")
         body = await request.body()
         try:
             body = otlp.decompress(body, request.headers.get("content-encoding"), settings.max_body_bytes)
@@ -131,10 +168,10 @@ def create_app(settings: CollectorSettings, store: DuckDBStore | None = None) ->
             return _error(413, "too_large", str(exc))
         except otlp.BadRequest as exc:
             return _error(400 if "Content-Type" not in str(exc) else 415, "bad_request", str(exc))
-        app.state.ingest.stats.rejected_spans += rejected
+        app.state.ingest.count_rejected(principal.project, rejected)
         if len(raw):
             try:
-                future = app.state.ingest.submit(raw)
+                future = app.state.ingest.submit(raw, principal.project)
             except Overloaded as exc:
                 return _retry_later(429, "overloaded", f"the collector is busy ({exc}); retry later")
             try:
@@ -160,7 +197,7 @@ def create_app(settings: CollectorSettings, store: DuckDBStore | None = None) ->
     @app.get("/metrics", summary="Ingest counters in Prometheus text format")
     def metrics(principal: Principal = Depends(require("read"))) -> PlainTextResponse:
         lines = []
-        for name, value in app.state.ingest.stats.as_dict().items():
+        for name, value in app.state.ingest.stats_for(principal.project).as_dict().items():
             if isinstance(value, (int, float)) and not isinstance(value, bool) and not name.endswith("_time"):
                 if name == "queued_spans":
                     lines += [f"# TYPE traceduck_{name} gauge", f"traceduck_{name} {value}"]

@@ -153,12 +153,12 @@ def _log_feedback(store: Any, items: list[tuple[str, Any]], **target: str) -> li
             for name, value in items]  # fmt: skip
 
 
-async def _store_durably(request: Request, raw: RawSpans) -> JSONResponse | None:
+async def _store_durably(request: Request, raw: RawSpans, project: str | None) -> JSONResponse | None:
     """Queue the spans and wait for the commit; an error answer if that fails."""
     settings = request.app.state.settings
     headers = {"Retry-After": str(settings.retry_after)}
     try:
-        future = request.app.state.ingest.submit(raw)
+        future = request.app.state.ingest.submit(raw, project)
     except Overloaded as exc:
         return JSONResponse({"detail": f"the collector is busy ({exc}); retry later", "error": "overloaded"},
                             status_code=429, headers=headers)  # fmt: skip
@@ -182,14 +182,14 @@ async def log_chat_completion(request: Request, body: ChatLogIn,
         raw, trace_id, log = await run_in_threadpool(build_trace, body, project)
     except (ValueError, TypeError) as exc:
         return _bad_request(str(exc))
-    failed = await _store_durably(request, raw)
+    failed = await _store_durably(request, raw, principal.project)
     if failed is not None:
         return failed
     assessment_ids: list[str] = []
     if feedback:
         store = request.app.state.store.for_project(project)
-        target = {"response_id": log.response_id} if log.response_id else {"trace_id": trace_id}
-        assessment_ids = await run_in_threadpool(_log_feedback, store, feedback, **target)
+        # the call just stored, by its trace id: its response id may name other calls of the project too
+        assessment_ids = await run_in_threadpool(_log_feedback, store, feedback, trace_id=trace_id)
     return {"trace_id": trace_id, "response_id": log.response_id, "assessment_ids": assessment_ids}
 
 

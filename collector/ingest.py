@@ -6,6 +6,10 @@ a 200 always means "committed". When the queue already holds ``max_queued_spans`
 refused at once with 429 + Retry-After, which OTel exporters retry, instead of buffering without
 bound. A failed write (disk full, read-only file) fails the waiting requests with 503: their spans
 were not acknowledged, so the exporters send them again.
+
+The counters exist for the whole collector (``stats``: health, and what an open collector shows)
+and per project (``stats_for``): a key of one project sees only its own project's traffic, so
+requests of different projects waiting together are written in one transaction per project.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from traceduck.raw_spans import RawSpans
 from traceduck.store.duckdb_store import DuckDBStore
@@ -35,7 +39,8 @@ class IngestStats:
     #: Accepted (200) but not stored: their project has not opted in to capture anything.
     uncaptured_spans: int = 0
     rejected_spans: int = 0
-    refused_spans: int = 0  # answered 429: not accepted, the sender retries
+    refused_spans: int = 0  # answered 429 after decoding: not accepted, the sender retries
+    refused_requests: int = 0  # answered 429 (most before their body is even read)
     failed_spans: int = 0  # a write failed: answered 503, the sender retries
     queued_spans: int = 0
     batches: int = 0
@@ -56,24 +61,61 @@ class IngestQueue:
         self.max_queued_spans = max_queued_spans
         self.batch_max_spans = batch_max_spans
         self.stats = IngestStats()
-        self._items: deque[tuple[RawSpans, Future[int]]] = deque()
+        #: The same counters per project, for requests made with a key of that project.
+        self._by_project: dict[str, IngestStats] = {}
+        self._items: deque[tuple[RawSpans, Future[int], str | None]] = deque()
         self._cond = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="traceduck-collector-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, raw: RawSpans) -> Future[int]:
-        """Queue spans for writing; the future resolves once they are committed."""
+    def _counters(self, project: str | None) -> tuple[IngestStats, ...]:
+        """The collector's counters and, for a project, that project's (hold the lock)."""
+        if project is None:
+            return (self.stats,)
+        return self.stats, self._by_project.setdefault(project, IngestStats())
+
+    @property
+    def full(self) -> bool:
+        """No request would be accepted now (a cheap check before decoding one)."""
+        return self._stopping or self.stats.queued_spans >= self.max_queued_spans
+
+    def refuse(self, project: str | None) -> None:
+        """Count a request refused before it was decoded (the queue was full)."""
+        with self._cond:
+            for stats in self._counters(project):
+                stats.requests += 1
+                stats.refused_requests += 1
+
+    def stats_for(self, project: str | None) -> IngestStats:
+        """A copy of the counters a caller may see: all of them for ``None`` (an open collector),
+        else only those of ``project``."""
+        with self._cond:
+            return replace(self.stats if project is None else self._by_project.get(project) or IngestStats())
+
+    def count_rejected(self, project: str | None, count: int) -> None:
+        with self._cond:
+            for stats in self._counters(project):
+                stats.rejected_spans += count
+
+    def submit(self, raw: RawSpans, project: str | None = None) -> Future[int]:
+        """Queue spans (sent with a key of ``project``, if any) for writing; the future resolves
+        once they are committed."""
         future: Future[int] = Future()
         count = len(raw)
         with self._cond:
-            self.stats.requests += 1
-            self.stats.received_spans += count
+            counters = self._counters(project)
+            for stats in counters:
+                stats.requests += 1
+                stats.received_spans += count
             if self._stopping or (self.stats.queued_spans and self.stats.queued_spans + count > self.max_queued_spans):
-                self.stats.refused_spans += count
+                for stats in counters:
+                    stats.refused_spans += count
+                    stats.refused_requests += 1
                 raise Overloaded(f"{self.stats.queued_spans} spans are waiting to be written")
-            self.stats.queued_spans += count
-            self._items.append((raw, future))
+            for stats in counters:
+                stats.queued_spans += count
+            self._items.append((raw, future, project))
             self._cond.notify()
         return future
 
@@ -89,11 +131,11 @@ class IngestQueue:
             self._cond.notify()
         self._thread.join(timeout)
 
-    def _take(self) -> list[tuple[RawSpans, Future[int]]]:
+    def _take(self) -> list[tuple[RawSpans, Future[int], str | None]]:
         with self._cond:
             while not self._items and not self._stopping:
                 self._cond.wait()
-            taken: list[tuple[RawSpans, Future[int]]] = []
+            taken: list[tuple[RawSpans, Future[int], str | None]] = []
             spans = 0
             while self._items and (not taken or spans + len(self._items[0][0]) <= self.batch_max_spans):
                 item = self._items.popleft()
@@ -106,27 +148,36 @@ class IngestQueue:
             taken = self._take()
             if not taken:
                 return  # stopping and drained
-            batch = RawSpans(taken[0][0].default_project)
-            for raw, _ in taken:
-                batch.extend(raw)
-            try:
-                result = self.store.write(batch)
-            except Exception as exc:  # disk full, read-only file, ...: fail these requests
-                logger.error("collector could not write %d spans: %s", len(batch), exc)
-                with self._cond:
-                    self.stats.failed_spans += len(batch)
-                    self.stats.queued_spans -= len(batch)
-                    self.stats.last_error = f"{type(exc).__name__}: {exc}"
-                    self.stats.last_error_time = time.time()
-                for _, future in taken:
-                    future.set_exception(exc)
-                continue
+            groups: dict[str | None, list[tuple[RawSpans, Future[int], str | None]]] = {}
+            for item in taken:  # one transaction per project: each project's counters are exact
+                groups.setdefault(item[2], []).append(item)
+            for project, items in groups.items():
+                self._write(project, items)
+
+    def _write(self, project: str | None, items: list[tuple[RawSpans, Future[int], str | None]]) -> None:
+        batch = RawSpans(items[0][0].default_project)
+        for raw, _, _ in items:
+            batch.extend(raw)
+        try:
+            result = self.store.write(batch)
+        except Exception as exc:  # disk full, read-only file, ...: fail these requests
+            logger.error("collector could not write %d spans: %s", len(batch), exc)
             with self._cond:
-                self.stats.stored_spans += result.spans
-                self.stats.duplicate_spans += result.duplicate_spans
-                self.stats.uncaptured_spans += result.uncaptured_spans
-                self.stats.queued_spans -= len(batch)
-                self.stats.batches += 1
-                self.stats.last_write_time = time.time()
-            for raw, future in taken:
-                future.set_result(len(raw))
+                for stats in self._counters(project):
+                    stats.failed_spans += len(batch)
+                    stats.queued_spans -= len(batch)
+                    stats.last_error = f"{type(exc).__name__}: {exc}"
+                    stats.last_error_time = time.time()
+            for _, future, _ in items:
+                future.set_exception(exc)
+            return
+        with self._cond:
+            for stats in self._counters(project):
+                stats.stored_spans += result.spans
+                stats.duplicate_spans += result.duplicate_spans
+                stats.uncaptured_spans += result.uncaptured_spans
+                stats.queued_spans -= len(batch)
+                stats.batches += 1
+                stats.last_write_time = time.time()
+        for raw, future, _ in items:
+            future.set_result(len(raw))

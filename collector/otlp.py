@@ -22,8 +22,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from traceduck import attributes as attr
 from traceduck.raw_spans import RawSpans
-from traceduck.serialize import dumps
+from traceduck.serialize import TRUNCATED_KEY, dumps
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -31,6 +32,8 @@ _IS_REMOTE_KNOWN = 0x100
 _IS_REMOTE = 0x200
 _ZERO_TRACE = bytes(16)
 _ZERO_SPAN = bytes(8)
+#: Nested attribute values (arrays, key-value lists) deeper than this become a truncation marker.
+_MAX_VALUE_DEPTH = 32
 
 
 class BadRequest(ValueError):
@@ -89,11 +92,16 @@ def parse_request(body: bytes, content_type: str) -> ExportTraceServiceRequest:
     if media == JSON:
         try:
             data = json.loads(body)
+            if not isinstance(data, dict):
+                raise BadRequest("body must be a JSON object (an OTLP ExportTraceServiceRequest)")
+            _hex_ids_to_base64(data)
+        except RecursionError:
+            raise BadRequest("body is not a valid OTLP/JSON ExportTraceServiceRequest: it nests too deeply "
+                             "(OTLP messages nest at most 100 levels)") from None
         except (ValueError, UnicodeDecodeError) as exc:
+            if isinstance(exc, BadRequest):
+                raise
             raise BadRequest(f"body is not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise BadRequest("body must be a JSON object (an OTLP ExportTraceServiceRequest)")
-        _hex_ids_to_base64(data)
         try:
             json_format.ParseDict(data, message, ignore_unknown_fields=True)
         except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
@@ -108,8 +116,8 @@ def _value(value: Any, depth: int = 0) -> Any:
         return None
     if kind in ("string_value", "bool_value", "int_value", "double_value"):
         return getattr(value, kind)
-    if depth > 32:
-        return None
+    if depth > _MAX_VALUE_DEPTH:
+        return {TRUNCATED_KEY: True, "max_depth": _MAX_VALUE_DEPTH}
     if kind == "array_value":
         return [_value(v, depth + 1) for v in value.array_value.values]
     if kind == "kvlist_value":
@@ -146,6 +154,11 @@ def to_raw_spans(message: ExportTraceServiceRequest, raw: RawSpans, project: str
                         {"name": e.name, "timestamp_ns": e.time_unix_nano, "attributes": _attributes(e.attributes)}
                         for e in span.events
                     ])  # fmt: skip
+                attributes = _attributes(span.attributes)
+                if span.dropped_attributes_count:  # the sender's SDK dropped some (SpanLimits)
+                    attributes[attr.DROPPED_ATTRIBUTES] = span.dropped_attributes_count
+                if span.dropped_events_count:
+                    attributes[attr.DROPPED_EVENTS] = span.dropped_events_count
                 raw.add(
                     binascii.hexlify(span.trace_id).decode(),
                     binascii.hexlify(span.span_id).decode(),
@@ -157,7 +170,7 @@ def to_raw_spans(message: ExportTraceServiceRequest, raw: RawSpans, project: str
                     span.end_time_unix_nano or None,
                     _STATUS.get(span.status.code, "UNSET"),
                     span.status.message or None,
-                    _attributes(span.attributes),
+                    attributes,
                     events,
                     resource_index,
                     project,

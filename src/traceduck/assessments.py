@@ -152,8 +152,11 @@ def build_row(kind: str, target: tuple[str, str], name: str, value: Any, source:
         "source_type": source.source_type,
         "source_id": source.source_id,
         "rationale": rationale,
-        "metadata_json": json.dumps(metadata) if metadata else None,
-        "error_json": json.dumps({"error_message": error.error_message, "error_code": error.error_code}) if error else None,
+        # ensure_ascii=False (as for value_json): a lone surrogate stays one, and storing it fails
+        # cleanly instead of writing a \ud800 escape that no JSON answer could carry back
+        "metadata_json": json.dumps(metadata, ensure_ascii=False) if metadata else None,
+        "error_json": json.dumps({"error_message": error.error_message, "error_code": error.error_code},
+                                 ensure_ascii=False) if error else None,  # fmt: skip
         "valid": True,
         "overrides": overrides,
         "create_time": now,
@@ -259,10 +262,11 @@ def update_assessment(
     if error is not _UNSET:
         err = _error(error)
         changes["error_json"] = (
-            json.dumps({"error_message": err.error_message, "error_code": err.error_code}) if err else None
+            json.dumps({"error_message": err.error_message, "error_code": err.error_code}, ensure_ascii=False)
+            if err else None
         )
     if metadata is not None:
-        changes["metadata_json"] = json.dumps({**current.metadata, **(_metadata(metadata) or {})})
+        changes["metadata_json"] = json.dumps({**current.metadata, **(_metadata(metadata) or {})}, ensure_ascii=False)
     if source is not None:
         src = _source(source, current.source.source_type)
         changes["source_type"], changes["source_id"] = src.source_type, src.source_id

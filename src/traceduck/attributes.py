@@ -24,6 +24,11 @@ TRACE_DEFAULT_METADATA = "traceduck.trace.default_metadata"
 #: Project the trace belongs to (configure(project=...)); the collector's API key overrides it.
 TRACE_PROJECT = "traceduck.trace.project"
 
+#: How many attributes / events of a span were dropped before it was stored (the OTel SDK keeps
+#: 128 of each by default, see SpanLimits); the names the OTel spec gives these counts.
+DROPPED_ATTRIBUTES = "otel.dropped_attributes_count"
+DROPPED_EVENTS = "otel.dropped_events_count"
+
 # Reserved metadata keys (and the tags generated from them).
 USER = "trace.user"
 SESSION = "trace.session"

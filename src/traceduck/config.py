@@ -41,6 +41,11 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"environment variable {name}={raw!r} is not a whole number") from exc
 
 
+#: Default bound of the span queue, in spans: local mode, and remote mode (bigger queued spans).
+LOCAL_MAX_QUEUE_SIZE = 100_000
+REMOTE_MAX_QUEUE_SIZE = 20_000
+
+
 @dataclass
 class Settings:
     """What ``configure()`` was given, after defaults; ``traceduck.settings()`` returns it."""
@@ -50,7 +55,7 @@ class Settings:
     environment: str | None = None
     project: str = "default"
     api_key: str | None = None
-    max_queue_size: int = 100_000
+    max_queue_size: int = LOCAL_MAX_QUEUE_SIZE
     max_batch_size: int = 20_000
     flush_interval: float = 0.2
     lock_timeout: float = 10.0
@@ -179,13 +184,17 @@ def configure(
     from .processor import StoreSpanProcessor  # noqa: PLC0415  (keeps the API free of storage)
     from .roots import RootSpanTracker  # noqa: PLC0415
 
+    where = os.fspath(store) if store is not None else os.environ.get("TRACEDUCK_STORE", DEFAULT_STORE)
+    # A queued span is a compact row locally (~0.3 KB) but a whole OTel span object in remote mode
+    # (~3 KB, measured in bench/faults.py): a smaller default bound keeps the same memory budget.
+    default_queue = REMOTE_MAX_QUEUE_SIZE if where.startswith(("http://", "https://")) else LOCAL_MAX_QUEUE_SIZE
     settings = Settings(
-        store=os.fspath(store) if store is not None else os.environ.get("TRACEDUCK_STORE", DEFAULT_STORE),
+        store=where,
         service_name=service_name,
         environment=environment,
         project=project or os.environ.get("TRACEDUCK_PROJECT", "default"),
         api_key=api_key or os.environ.get("TRACEDUCK_API_KEY"),
-        max_queue_size=max_queue_size or _env_int("TRACEDUCK_MAX_QUEUE_SIZE", 100_000),
+        max_queue_size=max_queue_size or _env_int("TRACEDUCK_MAX_QUEUE_SIZE", default_queue),
         max_batch_size=max_batch_size or _env_int("TRACEDUCK_MAX_BATCH_SIZE", 20_000),
         flush_interval=flush_interval if flush_interval is not None else 0.2,
         lock_timeout=lock_timeout if lock_timeout is not None else 10.0,

@@ -130,6 +130,9 @@ class TraceInfo:
 @dataclass
 class TraceData:
     spans: list[Span] = field(default_factory=list)
+    #: Spans stored but not read: a read returns at most 10,000 spans of a trace (its roots and
+    #: the earliest to start; see ``store/reader.py``).
+    omitted_spans: int = 0
 
     @property
     def root(self) -> Span | None:
@@ -156,7 +159,10 @@ class Trace:
     data: TraceData
 
     def to_dict(self) -> dict[str, Any]:
-        return {"info": self.info.to_dict(), "data": {"spans": [s.to_dict() for s in self.data.spans]}}
+        data: dict[str, Any] = {"spans": [s.to_dict() for s in self.data.spans]}
+        if self.data.omitted_spans:
+            data["omitted_spans"] = self.data.omitted_spans
+        return {"info": self.info.to_dict(), "data": data}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Trace:
@@ -168,7 +174,7 @@ class Trace:
             s = dict(s)
             s["events"] = [SpanEvent(**e) for e in s.get("events", [])]
             spans.append(Span(**s))
-        return cls(TraceInfo(**info), TraceData(spans))
+        return cls(TraceInfo(**info), TraceData(spans, int(raw.get("data", {}).get("omitted_spans") or 0)))
 
 
 def assessment_from_dict(raw: dict[str, Any]) -> Assessment:

@@ -9,6 +9,8 @@ Because both sources meet here, a trace reads back identically either way.
 
 from __future__ import annotations
 
+import json
+import re
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -18,7 +20,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
 from . import attributes as attr
-from .serialize import clean_text, dumps
+from .serialize import DEFAULT_MAX_CHARS, TRUNCATED_KEY, clean_text, dumps
 
 _STATUS = {StatusCode.OK: "OK", StatusCode.ERROR: "ERROR", StatusCode.UNSET: "UNSET"}
 
@@ -57,6 +59,57 @@ _NO_RESOURCE: Mapping[str, Any] = {}
 
 def _text(value: Any) -> str | None:
     return value if value is None or isinstance(value, str) else dumps(value)
+
+
+#: A ``\\u`` escape of a surrogate in JSON text (lone ones make DuckDB's JSON reader refuse it).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _fields_text(value: Any) -> str | None:
+    """Stored text of the trace-fields attribute. JSON that escapes a lone surrogate (any OTLP
+    sender may write ``"\\ud800"``) is not read by the store's SQL, and the trace would silently
+    lose every field; it is re-encoded with the surrogate replaced by U+FFFD, as ``dumps`` does."""
+    text = _text(value)
+    if text is not None and _SURROGATE_ESCAPE.search(text):
+        try:
+            return dumps(json.loads(text))
+        except (ValueError, RecursionError):
+            pass
+    return text
+
+
+#: How a value ``to_json`` already capped begins; such a value may exceed the cap a little
+#: (its preview is escaped), never by more than :data:`_MARKER_MAX_CHARS`.
+_MARKER_PREFIX = '{"' + TRUNCATED_KEY + '":true,'
+_MARKER_MAX_CHARS = 7 * DEFAULT_MAX_CHARS
+
+
+def _oversized(text: str) -> dict[str, Any]:
+    return {TRUNCATED_KEY: True, "original_chars": len(text), "preview": text[:DEFAULT_MAX_CHARS]}
+
+
+def _capped_text(value: Any) -> str | None:
+    """Stored text of inputs/outputs: longer than the cap (sent as-is over OTLP, or set with the
+    OTel API) it becomes the same marker ``to_json`` makes, so a 10 MB prompt is stored capped."""
+    text = _text(value)
+    if text is None or len(text) <= DEFAULT_MAX_CHARS:
+        return text
+    if text.startswith(_MARKER_PREFIX) and len(text) <= _MARKER_MAX_CHARS:
+        return text
+    return dumps(_oversized(text))
+
+
+def _attributes_text(attributes: dict[str, Any]) -> str:
+    """JSON of the other attributes; a string value longer than the cap becomes the truncation
+    marker (looked for only when the whole is longer than the cap: one ``len`` on the hot path)."""
+    text = dumps(attributes)
+    if len(text) > DEFAULT_MAX_CHARS:
+        long = [k for k, v in attributes.items() if isinstance(v, str) and len(v) > DEFAULT_MAX_CHARS]
+        if long:
+            for key in long:
+                attributes[key] = _oversized(attributes[key])
+            text = dumps(attributes)
+    return text
 
 
 class ResourceRegistry:
@@ -213,8 +266,8 @@ def _row(trace_id: str, span_id: str, parent_span_id: str | None, parent_is_remo
     return (
         trace_id, span_id, parent_span_id, parent_span_id is None or parent_is_remote, project,
         name, kind, start_ns, end_ns, status, status_message or None,
-        dumps(attributes) if attributes else None, events, resource,
-        _text(span_type), _text(inputs), _text(outputs), _text(trace_fields), _text(defaults),
+        _attributes_text(attributes) if attributes else None, events, resource,
+        _text(span_type), _capped_text(inputs), _capped_text(outputs), _fields_text(trace_fields), _text(defaults),
     )  # fmt: skip
 
 
@@ -231,7 +284,12 @@ def readable_row(span: ReadableSpan, resources: ResourceRegistry, default_projec
     parent = span.parent
     status = span.status
     attrs = span.attributes
+    attributes = attrs.copy() if attrs else {}  # a plain dict copy of the span's attributes
     events = span.events
+    if span.dropped_attributes:  # beyond the SDK's SpanLimits (128 attributes by default)
+        attributes[attr.DROPPED_ATTRIBUTES] = span.dropped_attributes
+    if span.dropped_events:
+        attributes[attr.DROPPED_EVENTS] = span.dropped_events
     return _row(
         "%032x" % ctx.trace_id,
         "%016x" % ctx.span_id,
@@ -243,7 +301,7 @@ def readable_row(span: ReadableSpan, resources: ResourceRegistry, default_projec
         span.end_time,
         _STATUS.get(status.status_code, "UNSET"),
         status.description,
-        attrs.copy() if attrs else {},  # a plain dict copy of the span's attributes
+        attributes,
         dumps([{"name": e.name, "timestamp_ns": e.timestamp, "attributes": dict(e.attributes or {})}
                for e in events]) if events else None,
         resources.index(span.resource.attributes if span.resource is not None else _NO_RESOURCE),

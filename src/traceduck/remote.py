@@ -254,6 +254,11 @@ class RemoteStore:
         return SftExport(found["train"], found["validation"], found["manifest"])
 
 
+#: Longest wait between two attempts to send a batch to a collector that is down: short, so
+#: sending resumes soon after it returns (a refused connection costs next to nothing).
+MAX_RETRY_DELAY = 2.0
+
+
 class ExportSpanProcessor(QueuedSpanProcessor):
     """Export finished spans to a collector with the standard OTLP/HTTP exporter.
 
@@ -296,7 +301,7 @@ class ExportSpanProcessor(QueuedSpanProcessor):
                     return
                 self._warn(f"traceduck could not export {len(chunk)} spans to the collector, retrying: {error}")
                 time.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                delay = min(delay * 2, MAX_RETRY_DELAY)
 
     def shutdown(self) -> None:
         super().shutdown()
@@ -322,7 +327,9 @@ def remote_span_processor(settings: Any) -> Any:
         exporter,
         export_batch_size=min(settings.max_batch_size, 2048),
         max_queue_size=settings.max_queue_size,
-        max_batch_size=settings.max_batch_size,
+        # what is taken off the queue is held while it is retried: one export request at a time
+        # keeps the memory bound at the queue plus one request
+        max_batch_size=min(settings.max_batch_size, 2048),
         flush_interval=settings.flush_interval,
         default_project=settings.project,
     )

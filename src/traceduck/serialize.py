@@ -25,6 +25,11 @@ DEFAULT_MAX_CHARS = 64 * 1024
 #: Key of the marker object that stands in for a value larger than the cap.
 TRUNCATED_KEY = "_truncated"
 
+#: Deepest nesting kept in a stored value: a list or object deeper than this (where JSON
+#: serialisers give up: orjson at 255 levels) is replaced by ``{"_truncated": true, "max_depth": N}``.
+MAX_DEPTH = 250
+_SERIALIZER_DEPTH = 254  # orjson serialises at most this many levels
+
 
 def _fallback(obj: Any) -> Any:
     """JSON ``default`` hook: the closest JSON-native form of ``obj``; never raises."""
@@ -80,8 +85,8 @@ def _clean(value: Any, depth: int = 0) -> Any:
     """A copy of a JSON-like value with every string made valid Unicode."""
     if isinstance(value, str):
         return clean_text(value)
-    if depth > 100:
-        return None
+    if depth >= MAX_DEPTH and isinstance(value, (dict, list, tuple)):
+        return {TRUNCATED_KEY: True, "max_depth": MAX_DEPTH}
     if isinstance(value, dict):
         return {clean_text(str(k)): _clean(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -89,12 +94,74 @@ def _clean(value: Any, depth: int = 0) -> Any:
     return value
 
 
-def dumps(value: Any) -> str:
+class _Circular(Exception):
+    pass
+
+
+def _capped(value: Any, depth: int, max_depth: int, path: set[int]) -> Any:
+    """A copy of ``value`` with lists and dicts deeper than ``max_depth`` replaced by a marker
+    (recursion bounded by ``max_depth``); raises ``_Circular`` on a cycle."""
+    if not isinstance(value, (dict, list, tuple)):
+        return value
+    if depth >= max_depth:
+        return {TRUNCATED_KEY: True, "max_depth": max_depth}
+    key = id(value)
+    if key in path:
+        raise _Circular
+    path.add(key)
+    try:
+        if isinstance(value, dict):
+            out: Any = {}
+            for k, v in value.items():
+                out[k] = _capped(v, depth + 1, max_depth, path)
+        else:
+            out = []
+            for v in value:
+                out.append(_capped(v, depth + 1, max_depth, path))
+        return out
+    finally:
+        path.discard(key)
+
+
+def cap_depth(value: Any, max_depth: int = MAX_DEPTH) -> Any:
+    """``value`` with every list or dict nested deeper than ``max_depth`` replaced by the marker
+    ``{"_truncated": true, "max_depth": max_depth}`` (a copy; ``value`` is not changed)."""
+    return _capped(value, 0, max_depth, set())
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    """Some list or dict of ``value`` (parsed JSON) is nested more than ``limit`` levels deep."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (dict, list)):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return False
+
+
+def _dumps_cut(value: Any, max_depth: int) -> str:
+    """JSON of ``value`` cut at ``max_depth`` (raises ``_Circular`` on a cycle); no further cuts."""
+    capped = cap_depth(value, max_depth)
+    try:
+        return orjson.dumps(capped, default=_fallback, option=_ORJSON_OPTIONS).decode()
+    except (TypeError, ValueError, RecursionError):
+        pass
+    try:
+        return json.dumps(capped, default=_fallback, ensure_ascii=True, allow_nan=True)
+    except (ValueError, TypeError, RecursionError):
+        return json.dumps(safe_repr(value), ensure_ascii=True)
+
+
+def dumps(value: Any, max_depth: int | None = None) -> str:
     """Compact JSON text for any value; never raises.
 
     orjson first (it is ~10x faster than the standard library on the hot path), then the
     standard library for what orjson refuses (integers beyond 64 bits, lone surrogates, cycles),
-    and a ``repr`` when nothing else works.
+    and a ``repr`` when nothing else works. With ``max_depth``, a value too deep for orjson is
+    cut at that depth (see :func:`cap_depth`); without it, only one too deep for the standard
+    library as well.
     """
     try:
         return orjson.dumps(value, default=_fallback, option=_ORJSON_OPTIONS).decode()
@@ -104,9 +171,19 @@ def dumps(value: Any) -> str:
                 return orjson.dumps(_clean(value), default=_fallback, option=_ORJSON_OPTIONS).decode()
             except (TypeError, ValueError, RecursionError):
                 pass
+        elif max_depth is not None and "Recursion" in str(exc):  # too deep, or circular
+            try:
+                return _dumps_cut(value, max_depth)
+            except (_Circular, RecursionError):
+                pass
     try:
         return json.dumps(value, default=_fallback, ensure_ascii=True, allow_nan=True)
-    except (ValueError, TypeError, RecursionError):  # circular or too deep structures
+    except RecursionError:  # too deep even for the standard library: cut it
+        try:
+            return _dumps_cut(value, max_depth or MAX_DEPTH)
+        except (_Circular, RecursionError):
+            return json.dumps(safe_repr(value), ensure_ascii=True)
+    except (ValueError, TypeError):  # circular structures
         return json.dumps(safe_repr(value), ensure_ascii=True)
 
 
@@ -114,22 +191,38 @@ def to_json(value: Any, max_chars: int = DEFAULT_MAX_CHARS) -> str:
     """JSON text for ``value``, at most about ``max_chars`` long; never raises.
 
     A value whose JSON is longer than ``max_chars`` is replaced by the marker object
-    ``{"_truncated": true, "original_chars": N, "preview": "<first max_chars characters>"}``.
+    ``{"_truncated": true, "original_chars": N, "preview": "<first max_chars characters>"}``;
+    lists and dicts nested deeper than JSON serialisers go are cut at :data:`MAX_DEPTH`.
     """
-    text = dumps(value)
+    text = dumps(value, max_depth=MAX_DEPTH)
     if len(text) <= max_chars:
         return text
     return dumps({TRUNCATED_KEY: True, "original_chars": len(text), "preview": text[:max_chars]})
 
 
 def from_json(text: str | None) -> Any:
-    """Parse stored JSON text back; ``None`` and unparsable text come back as they are."""
+    """Parse stored JSON text back; ``None`` and unparsable text come back as they are.
+
+    Text nested deeper than JSON serialisers go (stored as it came, e.g. over OTLP) comes back
+    cut at :data:`MAX_DEPTH`, so whatever reads it (``to_dict``, the API) cannot overflow.
+    """
     if text is None:
         return None
     try:
-        return json.loads(text)
+        value = json.loads(text)
+    except RecursionError:
+        return {TRUNCATED_KEY: True, "max_depth": MAX_DEPTH, "original_chars": len(text),
+                "preview": text[:DEFAULT_MAX_CHARS]}  # fmt: skip
     except ValueError:
         return text
+    if (len(text) > 2 * _SERIALIZER_DEPTH and text.count("[") + text.count("{") > _SERIALIZER_DEPTH
+            and _too_deep(value, _SERIALIZER_DEPTH)):  # fmt: skip
+        try:
+            return cap_depth(value)
+        except RecursionError:
+            return {TRUNCATED_KEY: True, "max_depth": MAX_DEPTH, "original_chars": len(text),
+                    "preview": text[:DEFAULT_MAX_CHARS]}  # fmt: skip
+    return value
 
 
 def preview(value: Any, max_chars: int) -> str | None:

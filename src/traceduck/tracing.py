@@ -66,10 +66,12 @@ def _record_error(span: Span, exc: BaseException) -> None:
 class LiveSpan:
     """A span being recorded, as yielded by :func:`start_span`."""
 
-    __slots__ = ("_span",)
+    __slots__ = ("_span", "_keep")
 
-    def __init__(self, span: Span) -> None:
+    def __init__(self, span: Span, keep: dict[str, Any] | None = None) -> None:
         self._span = span
+        #: traceduck's own attributes, set again at the end if SpanLimits evicted them.
+        self._keep = keep if keep is not None else {}
 
     @property
     def span(self) -> Span:
@@ -85,10 +87,12 @@ class LiveSpan:
         return format(self._span.get_span_context().span_id, "016x")
 
     def set_inputs(self, inputs: Any) -> None:
-        self._span.set_attribute(attr.INPUTS, to_json(inputs))
+        text = self._keep[attr.INPUTS] = to_json(inputs)
+        self._span.set_attribute(attr.INPUTS, text)
 
     def set_outputs(self, outputs: Any) -> None:
-        self._span.set_attribute(attr.OUTPUTS, to_json(outputs))
+        text = self._keep[attr.OUTPUTS] = to_json(outputs)
+        self._span.set_attribute(attr.OUTPUTS, text)
 
     def set_attribute(self, key: str, value: Any) -> None:
         self._span.set_attribute(str(key), _attribute_value(value))
@@ -122,14 +126,15 @@ def start_span(
     span = get_tracer().start_span(name, attributes=start_attributes)
     role = _ROOT if claim_root(span) else None
     token = otel_context.attach(otel_trace.set_span_in_context(span))
+    live = LiveSpan(span, start_attributes)
     try:
-        yield LiveSpan(span)
+        yield live
     except BaseException as exc:
         _record_error(span, exc)
         raise
     finally:
         otel_context.detach(token)
-        _end(span, role)
+        _end(span, role, keep=live._keep)
 
 
 class _CallRecorder:
@@ -169,8 +174,10 @@ class _CallRecorder:
             bound.pop(self.positional[0], None)
         return bound
 
-    def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Span, otel_context.Context, Any]:
-        """Start the span; the third value says what the span is to its trace (see ``_end``)."""
+    def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Span, otel_context.Context, Any,
+                                                                            dict[str, Any]]:  # fmt: skip
+        """Start the span; the third value says what the span is to its trace (see ``_end``), the
+        fourth holds the attributes it started with (set again at the end if they were evicted)."""
         attributes = dict(self.start_attributes)
         inputs = None
         try:
@@ -179,7 +186,7 @@ class _CallRecorder:
             logger.exception("traceduck could not record the inputs of %s", self.name)
         span = get_tracer().start_span(self.name, attributes=attributes)
         role: Any = _ROOT if claim_root(span) else claim_preview(span, inputs)
-        return span, otel_trace.set_span_in_context(span), role
+        return span, otel_trace.set_span_in_context(span), role, attributes
 
 
 #: ``role`` of a span that is its trace's local root; a TraceCarrier role means the span lends
@@ -187,8 +194,12 @@ class _CallRecorder:
 _ROOT = object()
 
 
-def _end(span: Span, role: Any, outputs: str | None = None) -> None:
+def _end(span: Span, role: Any, outputs: str | None = None, keep: dict[str, Any] | None = None) -> None:
     try:
+        # Past SpanLimits (128 attributes by default) the SDK evicts the OLDEST attributes: the
+        # span's type and inputs come back (the dropped count is stored with the span).
+        if keep and getattr(span, "dropped_attributes", 0):
+            span.set_attributes(keep)
         if role is _ROOT:
             release_root(span)
         elif isinstance(role, TraceCarrier):
@@ -232,7 +243,7 @@ def _wrap_sync(func: Callable[..., Any], rec: _CallRecorder) -> Callable[..., An
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            span, ctx, role = rec.start(args, kwargs)
+            span, ctx, role, keep = rec.start(args, kwargs)
             token = otel_context.attach(ctx)
         except Exception:
             logger.exception("traceduck could not start a span for %s", rec.name)
@@ -248,7 +259,7 @@ def _wrap_sync(func: Callable[..., Any], rec: _CallRecorder) -> Callable[..., An
             return result
         finally:
             otel_context.detach(token)
-            _end(span, role, outputs)
+            _end(span, role, outputs, keep)
 
     return wrapper
 
@@ -257,7 +268,7 @@ def _wrap_async(func: Callable[..., Any], rec: _CallRecorder) -> Callable[..., A
     @functools.wraps(func)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            span, ctx, role = rec.start(args, kwargs)
+            span, ctx, role, keep = rec.start(args, kwargs)
             token = otel_context.attach(ctx)
         except Exception:
             logger.exception("traceduck could not start a span for %s", rec.name)
@@ -273,7 +284,7 @@ def _wrap_async(func: Callable[..., Any], rec: _CallRecorder) -> Callable[..., A
             return result
         finally:
             otel_context.detach(token)
-            _end(span, role, outputs)
+            _end(span, role, outputs, keep)
 
     return wrapper
 
@@ -282,7 +293,7 @@ def _wrap_generator(func: Callable[..., Any], rec: _CallRecorder) -> Callable[..
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            span, ctx, role = rec.start(args, kwargs)
+            span, ctx, role, keep = rec.start(args, kwargs)
         except Exception:
             logger.exception("traceduck could not start a span for %s", rec.name)
             return (yield from func(*args, **kwargs))
@@ -325,7 +336,7 @@ def _wrap_generator(func: Callable[..., Any], rec: _CallRecorder) -> Callable[..
             _record_error(span, exc)
             raise
         finally:
-            _end(span, role, outputs)
+            _end(span, role, outputs, keep)
 
     return wrapper
 
@@ -334,7 +345,7 @@ def _wrap_async_generator(func: Callable[..., Any], rec: _CallRecorder) -> Calla
     @functools.wraps(func)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            span, ctx, role = rec.start(args, kwargs)
+            span, ctx, role, keep = rec.start(args, kwargs)
         except Exception:
             logger.exception("traceduck could not start a span for %s", rec.name)
             async for item in func(*args, **kwargs):
@@ -378,7 +389,7 @@ def _wrap_async_generator(func: Callable[..., Any], rec: _CallRecorder) -> Calla
             _record_error(span, exc)
             raise
         finally:
-            _end(span, role, outputs)
+            _end(span, role, outputs, keep)
 
     return wrapper
 

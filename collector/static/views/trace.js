@@ -50,7 +50,8 @@ export async function traceView(main, traceId, ctx) {
   const tree = spanTree(spans, (span) => showSpan(detail, span));
   main.append(h("div", { class: "trace-body" },
     h("section", { class: "spans", "aria-labelledby": "spans-title" },
-      h("h2", { id: "spans-title" }, `Spans (${spans.length})`), tree),
+      h("h2", { id: "spans-title" }, trace.data.omitted_spans
+        ? `Spans (first ${spans.length} of ${spans.length + trace.data.omitted_spans})` : `Spans (${spans.length})`), tree),
     detail));
   const first = spans.find(isChat) || spans.find((sp) => !sp.parent_id) || spans[0];
   if (first) tree.select(first.span_id, false);

@@ -24,12 +24,26 @@ REPLY_PRIMING_TOKENS = 3
 
 
 def _text_of(value: Any) -> str:
-    """The text a message field carries: a string, or the ``text`` of content parts."""
+    """The text a message field carries: a string, or the ``text`` of content parts (walked
+    without recursion: a logged request may nest lists thousands of levels deep)."""
     if isinstance(value, str):
         return value
-    if isinstance(value, list):
-        return "".join(_text_of(part.get("text") if isinstance(part, dict) else part) for part in value)
-    return ""
+    if not isinstance(value, list):
+        return ""
+    texts: list[str] = []
+    stack = [iter(value)]
+    while stack:
+        for part in stack[-1]:
+            if isinstance(part, dict):
+                part = part.get("text")
+            if isinstance(part, str):
+                texts.append(part)
+            elif isinstance(part, list):
+                stack.append(iter(part))
+                break
+        else:
+            stack.pop()
+    return "".join(texts)
 
 
 def _tool_calls_text(message: dict[str, Any]) -> str:

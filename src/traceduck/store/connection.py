@@ -85,6 +85,18 @@ def is_lock_conflict(exc: BaseException) -> bool:
     return isinstance(exc, duckdb.IOException) and bool(_LOCK_CONFLICT.search(str(exc)))
 
 
+def not_unicode(exc: BaseException) -> ValueError | None:
+    """The caller's string could not be bound as a parameter because it is not Unicode text (a
+    lone surrogate, as a JSON ``\\ud800`` escape makes): bad input, so a ValueError (a 400 in the
+    collector), not a database failure. None for any other error."""
+    if isinstance(exc, duckdb.InvalidInputException) and "cannot encode str as UTF-8" in str(exc):
+        return ValueError(
+            "a string holds a lone surrogate (such as \\ud800), which is not Unicode text: "
+            "it cannot be stored or searched"
+        )
+    return None
+
+
 ALIAS = "td_store"
 
 
@@ -335,6 +347,9 @@ class DuckDBFile:
                 yield con
             except duckdb.Error as exc:
                 self._drop_if_invalidated(exc)
+                bad_text = not_unicode(exc)
+                if bad_text is not None:
+                    raise bad_text from exc
                 raise
             finally:
                 self._drop_if_invalidated()
@@ -366,6 +381,9 @@ class DuckDBFile:
                 yield cursor
         except duckdb.Error as exc:
             failure = exc
+            bad_text = not_unicode(exc)
+            if bad_text is not None:
+                raise bad_text from exc
             raise
         finally:
             cursor.close()

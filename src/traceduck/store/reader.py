@@ -37,6 +37,27 @@ _SPAN_SQL = (
     " ON s.trace_id = i.tid AND s.project = i.project{window}"
     " ORDER BY s.trace_id, s.start_time_ns, s.span_id"
 )
+#: Most spans of one trace a read returns (its roots first, then the earliest to start); the
+#: trace's ``data.omitted_spans`` says how many more are stored. Bounds the memory of reading a
+#: trace of a million spans.
+MAX_SPANS_PER_TRACE = 10_000
+_SPAN_COUNT_SQL = (
+    "SELECT s.trace_id, s.project, count(*) FROM spans s"
+    " JOIN (SELECT DISTINCT CAST(trace_id AS UUID) AS tid, project FROM _td_ids) i"
+    " ON s.trace_id = i.tid AND s.project = i.project{window} GROUP BY s.trace_id, s.project"
+    " HAVING count(*) > {limit}"
+)
+#: The first spans of ONE trace over the limit: picked by a top-N on narrow columns (memory of
+#: the limit, not of the trace), then fetched whole.
+_FIRST_SPANS_SQL = (
+    f"SELECT {HEX_ID.format(col='trace_id')}, span_id, parent_span_id, name, span_type, kind,"
+    " start_time_ns, end_time_ns, status, status_message, attributes, inputs, outputs, events"
+    " FROM spans WHERE rowid IN (SELECT s.rowid FROM spans s"
+    " WHERE s.trace_id = ? AND s.project = ?{window}"
+    " ORDER BY s.parent_span_id IS NOT NULL, s.start_time_ns, s.span_id LIMIT {limit})"
+    " ORDER BY start_time_ns, span_id"
+)
+
 #: How far before its trace's root a span may start (clock skew between hosts) and how long
 #: after the root ended (fire-and-forget work) and still be found by a search. Bounding the span
 #: lookup by time lets DuckDB skip row groups; ``get_trace`` looks without bounds.
@@ -127,17 +148,34 @@ def _with_ids(con: duckdb.DuckDBPyConnection, keys: list[tuple[str, str]], sql: 
 
 
 def spans_for(con: duckdb.DuckDBPyConnection, keys: list[tuple[str, str]],
-              window_ms: tuple[int, int] | None = None) -> dict[str, list[Span]]:
-    """Spans of the given (trace id, project) traces; ``window_ms`` bounds their start times."""
+              window_ms: tuple[int, int] | None = None,
+              omitted: dict[str, int] | None = None) -> dict[str, list[Span]]:
+    """Spans of the given (trace id, project) traces; ``window_ms`` bounds their start times.
+
+    At most :data:`MAX_SPANS_PER_TRACE` spans per trace; ``omitted`` receives, by trace id, how
+    many more a trace has.
+    """
     out: dict[str, list[Span]] = defaultdict(list)
+    if not keys:
+        return out
+    window, params = "", []
+    if window_ms is not None:
+        window, params = " WHERE s.start_time_ns BETWEEN ? AND ?", [window_ms[0] * 1_000_000, window_ms[1] * 1_000_000]
+    limit = MAX_SPANS_PER_TRACE
+    large = _with_ids(con, keys, _SPAN_COUNT_SQL.format(window=window, limit=limit), params)
+    rows: list[tuple] = []
+    if large:
+        big = {(str(r[0]).replace("-", ""), r[1]): (r[0], r[2]) for r in large}
+        first = _FIRST_SPANS_SQL.format(window=window.replace(" WHERE ", " AND "), limit=limit)
+        for key, (uuid, total) in big.items():  # rare: one bounded query per trace over the limit
+            rows += con.execute(first, [uuid, key[1], *params]).fetchall()
+            if omitted is not None:
+                omitted[key[0]] = total - limit
+        keys = [k for k in keys if k not in big]
     if keys:
-        if window_ms is None:
-            rows = _with_ids(con, keys, _SPAN_SQL.format(window=""))
-        else:
-            sql = _SPAN_SQL.format(window=" WHERE s.start_time_ns BETWEEN ? AND ?")
-            rows = _with_ids(con, keys, sql, [window_ms[0] * 1_000_000, window_ms[1] * 1_000_000])
-        for row in rows:
-            out[row[0]].append(span_from_row(row))
+        rows += _with_ids(con, keys, _SPAN_SQL.format(window=window), params)
+    for row in rows:
+        out[row[0]].append(span_from_row(row))
     return out
 
 
@@ -161,6 +199,7 @@ def traces_from_rows(con: duckdb.DuckDBPyConnection, rows: list[tuple], include_
     infos = [info_from_row(r) for r in rows]
     ids = [(i.trace_id, i.project) for i in infos]
     spans: dict[str, list[Span]] = {}
+    omitted: dict[str, int] = {}
     if include_spans and infos:
         window = None
         if bounded:
@@ -168,11 +207,11 @@ def traces_from_rows(con: duckdb.DuckDBPyConnection, rows: list[tuple], include_
                 min(i.request_time for i in infos) - SPAN_WINDOW_BEFORE_MS,
                 max(i.request_time + (i.execution_duration or 0) for i in infos) + SPAN_WINDOW_AFTER_MS,
             )
-        spans = spans_for(con, ids, window)
+        spans = spans_for(con, ids, window, omitted)
     assessments = assessments_for(con, ids)
     for info in infos:
         info.assessments = assessments.get(info.trace_id, [])
-    return [Trace(info, TraceData(spans.get(info.trace_id, []))) for info in infos]
+    return [Trace(info, TraceData(spans.get(info.trace_id, []), omitted.get(info.trace_id, 0))) for info in infos]
 
 
 def get_trace(con: duckdb.DuckDBPyConnection, trace_id: str, project: str | None = None) -> Trace | None:
