@@ -34,6 +34,7 @@ BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
     ("redaction.py", [], ["--quick"]),
     ("export.py", [], ["--quick"]),
     ("dashboard.py", [], ["--quick"]),
+    ("faults.py", [], ["--quick"]),
 ]
 
 

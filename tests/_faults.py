@@ -78,6 +78,24 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+def wait_gone(pids: list[int], timeout: float = 15.0) -> None:
+    """Wait until the processes ``pids`` (not our children: we cannot reap them) have exited:
+    a SIGKILLed process keeps its file locks until the kernel has torn it down."""
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while time.monotonic() < deadline:
+            try:
+                with open(f"/proc/{pid}/stat") as fh:
+                    state = fh.read().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                break  # gone
+            if state in ("Z", "X"):
+                break  # exited, waiting to be reaped: its locks are released
+            time.sleep(0.01)
+        else:
+            raise AssertionError(f"process {pid} did not exit within {timeout} s")
+
+
 def kill_process(proc: subprocess.Popen | None) -> None:
     """SIGKILL a process we started (and reap it); quiet if it already exited."""
     if proc is None:
@@ -91,11 +109,13 @@ def kill_process(proc: subprocess.Popen | None) -> None:
 
 
 class RssSampler:
-    """Samples a process's RSS every ``interval`` seconds from a background thread."""
+    """Samples a process's RSS every ``interval`` seconds from a background thread: ``max_kb``,
+    and ``peak_growth_mb`` over the RSS when the sampler was made."""
 
     def __init__(self, pid: int, interval: float = 0.1) -> None:
         self.pid = pid
         self.interval = interval
+        self.base_kb = rss_kb(pid) or 0
         self.samples: list[int] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"rss-{pid}", daemon=True)
@@ -118,6 +138,10 @@ class RssSampler:
     @property
     def max_kb(self) -> int:
         return max(self.samples) if self.samples else 0
+
+    @property
+    def peak_growth_mb(self) -> float:
+        return (max(self.max_kb, self.base_kb) - self.base_kb) / 1024
 
 
 class FaultCollector(Collector):

@@ -15,7 +15,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ import duckdb
 import httpx
 
 from _collector import REPO, Collector, clean_env
+from _faults import RssSampler, rss_kb  # noqa: F401  (RssSampler: shared with the hostile suites)
 
 # -- hostile strings ---------------------------------------------------------------------------
 
@@ -297,45 +297,9 @@ def query_store(path: str, sql: str, params: list[Any] | None = None) -> list[tu
 # -- memory --------------------------------------------------------------------------------------
 
 
-def status_kb(pid: int, field_name: str = "VmRSS") -> int:
-    """A ``/proc/<pid>/status`` memory field in kB (0 if the process is gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field_name + ":"):
-                return int(line.split()[1])
-    except OSError:
-        return 0
-    return 0
-
-
-class RssSampler:
-    """Samples a process's VmRSS in a thread; ``peak_growth_mb`` over the value at the start."""
-
-    def __init__(self, pid: int, every: float = 0.01) -> None:
-        self.pid = pid
-        self.every = every
-        self.base_kb = status_kb(pid)
-        self.peak_kb = self.base_kb
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak_kb = max(self.peak_kb, status_kb(self.pid))
-            self._stop.wait(self.every)
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak_kb = max(self.peak_kb, status_kb(self.pid))
-
-    @property
-    def peak_growth_mb(self) -> float:
-        return (self.peak_kb - self.base_kb) / 1024
+def status_kb(pid: int) -> int:
+    """A process's VmRSS in kB (0 if it is gone)."""
+    return rss_kb(pid) or 0
 
 
 def python_script(code: str) -> list[str]:

@@ -435,7 +435,7 @@ def test_metrics_expose_the_ingest_counters_in_prometheus_text(client):
     assert metrics["traceduck_stored_spans_total"] == stats["stored_spans"] > 0
 
 
-def test_stats_and_metrics_count_refused_spans(tmp_path):
+def test_stats_and_metrics_count_refused_requests_and_spans(tmp_path):
     with Collector(str(tmp_path / "busy.duckdb"), str(tmp_path / "collector.log"), "--max-queued-spans", "1") as server:
         client = server.client()
 
@@ -450,8 +450,11 @@ def test_stats_and_metrics_count_refused_spans(tmp_path):
                     break
         refused = statuses.count(429)
         assert refused, "no request was refused although the queue holds 1 span"
-        assert _stats(client)["refused_spans"] == 10 * refused
-        assert _metrics(client)["traceduck_refused_spans_total"] == 10 * refused
+        stats, metrics = _stats(client), _metrics(client)
+        assert stats["refused_requests"] == refused == metrics["traceduck_refused_requests_total"]
+        # a request refused once decoded counts its 10 spans; one refused before is not decoded
+        assert stats["refused_spans"] % 10 == 0 and stats["refused_spans"] <= 10 * refused
+        assert metrics["traceduck_refused_spans_total"] == stats["refused_spans"]
 
 
 def test_openapi_schema_documents_the_routes(client):

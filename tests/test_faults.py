@@ -20,6 +20,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from typing import Any
 
 import duckdb
 import httpx
@@ -47,6 +48,7 @@ from _faults import (
     repair_ext4,
     rss_kb,
     tmpfs,
+    wait_gone,
 )
 
 from collector import otlp as collector_otlp
@@ -129,6 +131,7 @@ def test_killed_app_and_writer_process_leave_an_intact_store_with_every_flushed_
             os.kill(pid, signal.SIGKILL)
         app.send_signal(signal.SIGKILL)
         app.wait(timeout=15)
+        wait_gone(writers)  # killed, but they hold the file's lock until the kernel has torn them down
         log.close()
         flushed[round_] += [int(line.split()[1]) for line in lines.drain() if line and line.startswith("flushed")]
 
@@ -232,17 +235,23 @@ def _assert_caught_up(app: RemoteApp, produced: int, timeout: float = 90) -> dic
     return wait_for(settled, timeout=timeout, what="the app's queue to drain to the collector")
 
 
-def test_app_keeps_serving_while_the_collector_is_down_and_sends_by_itself_when_it_returns(tmp_path, cleanup):
-    store = str(tmp_path / "down.duckdb")
+def _serving_app(tmp_path, cleanup, name: str) -> tuple[str, Any, FaultCollector, RemoteApp, dict, dict]:
+    """A collector and an app in remote mode that has served a warm-up and a measured burst with
+    the collector up, everything flushed: (store, key, collector, app, warm burst, up burst)."""
+    store = str(tmp_path / f"{name}.duckdb")
     key = create_key(store, PROJECT)
     server = FaultCollector(store, str(tmp_path / "collector.log"))
     cleanup.append(server)
     app = RemoteApp(server.base_url, key.key, QUEUE, str(tmp_path / "app.log"))
     cleanup.append(app)
-
     warm = _burst(app, 2_000, "warm")
     up = _burst(app, 10_000, "up")
     assert app.ask("flush 60")["flushed"]
+    return store, key, server, app, warm, up
+
+
+def test_app_keeps_serving_while_the_collector_is_down_and_sends_by_itself_when_it_returns(tmp_path, cleanup):
+    store, key, server, app, warm, up = _serving_app(tmp_path, cleanup, "down")
     written_before = app.stats()["written_spans"]
     assert written_before == _produced(warm, up) - app.stats()["dropped_spans"]
     port = server.port
@@ -271,16 +280,7 @@ def test_app_keeps_serving_while_the_collector_is_down_and_sends_by_itself_when_
 def test_app_keeps_serving_while_the_collector_hangs_and_catches_up_when_it_resumes(tmp_path, cleanup):
     """A collector that accepts connections but never answers (SIGSTOP): the exporter waits on
     its own thread, the application's calls do not; on SIGCONT everything held is delivered once."""
-    store = str(tmp_path / "hung.duckdb")
-    key = create_key(store, PROJECT)
-    server = FaultCollector(store, str(tmp_path / "collector.log"))
-    cleanup.append(server)
-    app = RemoteApp(server.base_url, key.key, QUEUE, str(tmp_path / "app.log"))
-    cleanup.append(app)
-
-    warm = _burst(app, 2_000, "warm")
-    up = _burst(app, 10_000, "up")
-    assert app.ask("flush 60")["flushed"]
+    _, key, server, app, warm, up = _serving_app(tmp_path, cleanup, "hung")
     rss_before = app.ask("stats")["rss_kb"]
     server.pause()
     try:

@@ -338,3 +338,22 @@ def test_key_without_the_right_raises_remote_auth_error(url, collector_and_keys)
     with pytest.raises(RemoteAuthError) as raised:
         traceduck.log_feedback(client_request_id="r", name="x", value=1)
     assert raised.value.status == 403
+
+
+# -- memory bound ----------------------------------------------------------------------------------
+
+
+def test_remote_mode_bounds_memory_by_a_smaller_queue_and_one_export_request_in_hand(url, key, monkeypatch):
+    """A span queued for a collector is a whole OTel span (~3 KB, bench/faults.py), not a compact
+    row: the default bound is 20,000 spans there, and what is held while a down collector is
+    retried is one export request (2,048 spans), not a whole local write batch."""
+    from traceduck import config  # noqa: PLC0415
+
+    monkeypatch.delenv("TRACEDUCK_MAX_QUEUE_SIZE", raising=False)
+    settings = traceduck.configure(url, api_key=key, tracer_provider=TracerProvider())
+    assert settings.max_queue_size == config.REMOTE_MAX_QUEUE_SIZE == 20_000
+    processor = config._setup.span_processor
+    assert processor.max_queue_size == 20_000 and processor.max_batch_size == processor.export_batch_size == 2048
+    monkeypatch.setenv("TRACEDUCK_MAX_QUEUE_SIZE", "500")
+    assert traceduck.configure(url, api_key=key, tracer_provider=TracerProvider()).max_queue_size == 500
+    assert traceduck.configure(url, api_key=key, tracer_provider=TracerProvider(), max_queue_size=7).max_queue_size == 7
