@@ -30,7 +30,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spans", type=int, default=1_000_000)
     parser.add_argument("--per-request", type=int, default=5_000)
+    parser.add_argument("--quick", action="store_true", help="100,000 spans instead of 1M")
+    parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
+    if args.quick:
+        args.spans = min(args.spans, 100_000)
     with tempfile.TemporaryDirectory(prefix="traceduck-oversized-") as tmp:
         directory = Path(tmp)
         keys = create_keys(str(directory / "bench.duckdb"), {"bench": ("bench", "read,write")}, opt_in=["bench"])
@@ -38,7 +42,7 @@ def main() -> None:
         api = Api(server.base_url, keys["bench"].key, timeout=600)
         try:
             trace_id, root_id, start = new_trace_id(), new_span_id(), time.time_ns()
-            with RssSampler(server.proc.pid) as ingest:
+            with RssSampler(server.proc.pid, interval=0.01) as ingest:
                 began = time.perf_counter()
                 for first in range(0, args.spans, args.per_request):
                     message = otlp_request([])
@@ -54,7 +58,7 @@ def main() -> None:
                                  duration_ns=1000 * (args.spans + 2), attributes={"traceduck.inputs": json.dumps({"n": args.spans})})  # fmt: skip
                 assert post_otlp(api.client, otlp_request([root])).status_code == 200
                 ingest_s = time.perf_counter() - began
-            with RssSampler(server.proc.pid) as reading:
+            with RssSampler(server.proc.pid, interval=0.01) as reading:
                 began = time.perf_counter()
                 response = api.get(f"/api/traces/{trace_id.hex()}")
                 read_s = time.perf_counter() - began
@@ -66,6 +70,15 @@ def main() -> None:
             print(f"read back in {read_s:.2f} s ({len(response.content) / 1e6:.1f} MB of JSON), "
                   f"collector RSS +{reading.peak_growth_mb:.0f} MB: {len(data['spans']):,} spans returned, "
                   f"{data.get('omitted_spans', 0):,} omitted, {len(data['spans']) + data.get('omitted_spans', 0):,} stored")
+            if args.json:
+                stored = len(data["spans"]) + data.get("omitted_spans", 0)
+                with open(args.json, "w") as fh:
+                    json.dump({"trace_spans": args.spans, "ingest_s": round(ingest_s, 2),
+                               "ingest_spans_per_s": round(args.spans / ingest_s),
+                               "ingest_rss_growth_mb": round(ingest.peak_growth_mb, 1),
+                               "read_s": round(read_s, 3), "read_json_mb": round(len(response.content) / 1e6, 2),
+                               "read_rss_growth_mb": round(reading.peak_growth_mb, 1),
+                               "spans_returned": len(data["spans"]), "spans_stored": stored}, fh, indent=1)  # fmt: skip
         finally:
             api.close()
             server.stop()

@@ -35,6 +35,7 @@ BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
     ("export.py", [], ["--quick"]),
     ("dashboard.py", [], ["--quick"]),
     ("faults.py", [], ["--quick"]),
+    ("oversized.py", [], ["--quick"]),
 ]
 
 
