@@ -322,15 +322,22 @@ def _assert_failing_clearly(server: FaultCollector, client: httpx.Client, failed
         assert client.get(f"/api/traces/{trace_id}").status_code == 404
 
 
+def _collector_on(directory: str, name: str, tmp_path, cleanup, traces: int = 5) -> tuple[str, Any, FaultCollector, httpx.Client, list]:
+    """A collector whose store is ``<directory>/<name>.duckdb``, with ``traces`` small traces
+    acknowledged: (store, key, collector, client, [(trace id, status)])."""
+    store = os.path.join(directory, f"{name}.duckdb")
+    key = create_key(store, PROJECT)
+    server = FaultCollector(store, str(tmp_path / "collector.log"))
+    cleanup.append(server)
+    client = server.client(key.key)
+    stored = [_send(client) for _ in range(traces)]
+    assert {status for _, status in stored} <= {200}
+    return store, key, server, client, stored
+
+
 def test_full_disk_answers_503_reports_it_keeps_serving_reads_and_recovers_when_space_returns(tmp_path, cleanup):
     with tmpfs(str(tmp_path / "small"), 24) as disk:
-        store = os.path.join(disk, "full.duckdb")
-        key = create_key(store, PROJECT)
-        server = FaultCollector(store, str(tmp_path / "collector.log"))
-        cleanup.append(server)
-        client = server.client(key.key)
-        stored = [_send(client) for _ in range(5)]
-        assert {status for _, status in stored} == {200}
+        store, key, server, client, stored = _collector_on(disk, "full", tmp_path, cleanup)
         junk = fill_disk(disk)
 
         failed = [_send(client, blob=2000) for _ in range(3)]
@@ -351,11 +358,7 @@ def test_disk_filling_up_during_ingest_keeps_reads_served_and_recovers_when_spac
     database file does not. Reads must go on, ingest answer 503, and both work again once space
     returns, without a restart."""
     with tmpfs(str(tmp_path / "small"), 48) as disk:
-        store = os.path.join(disk, "filling.duckdb")
-        key = create_key(store, PROJECT)
-        server = FaultCollector(store, str(tmp_path / "collector.log"))
-        cleanup.append(server)
-        client = server.client(key.key)
+        store, key, server, client, _ = _collector_on(disk, "filling", tmp_path, cleanup, traces=0)
         junk = fill_disk(disk, leave_bytes=20 * 1024 * 1024)
         acked, failed = [], []
         for _ in range(200):  # ~400 KB per request until the disk is full
@@ -439,13 +442,7 @@ def test_store_on_a_filesystem_turned_read_only_answers_503_keeps_serving_reads_
     Ingest answers 503 with the error in /healthz and the log, searches keep working; once the
     filesystem is repaired a restarted collector finds every acknowledged trace."""
     with ext4_image(str(tmp_path), 64) as (mount, device, image):
-        store = os.path.join(mount, "ro.duckdb")
-        key = create_key(store, PROJECT)
-        server = FaultCollector(store, str(tmp_path / "collector.log"))
-        cleanup.append(server)
-        client = server.client(key.key)
-        stored = [_send(client) for _ in range(5)]
-        assert {status for _, status in stored} == {200}
+        store, key, server, client, stored = _collector_on(mount, "ro", tmp_path, cleanup)
 
         fail_filesystem(device)
         failed = [_send(client) for _ in range(3)]
