@@ -32,6 +32,8 @@ _IS_REMOTE_KNOWN = 0x100
 _IS_REMOTE = 0x200
 _ZERO_TRACE = bytes(16)
 _ZERO_SPAN = bytes(8)
+#: Times are stored as signed 64-bit nanoseconds; OTLP's fixed64 allows up to 2**64-1.
+_MAX_TIME_NS = 2**63 - 1
 #: Nested attribute values (arrays, key-value lists) deeper than this become a truncation marker.
 _MAX_VALUE_DEPTH = 32
 
@@ -104,7 +106,8 @@ def parse_request(body: bytes, content_type: str) -> ExportTraceServiceRequest:
             raise BadRequest(f"body is not valid JSON: {exc}") from None
         try:
             json_format.ParseDict(data, message, ignore_unknown_fields=True)
-        except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
+        # SystemError: upb's ParseDict fails that way on some malformed values instead of a ParseError
+        except (json_format.ParseError, ValueError, TypeError, RecursionError, SystemError) as exc:
             raise BadRequest(f"body is not a valid OTLP/JSON ExportTraceServiceRequest: {exc}") from None
         return message
     raise BadRequest(f"unsupported Content-Type {content_type!r}; use {PROTOBUF} or {JSON}")
@@ -187,6 +190,8 @@ def _problem(span: Any) -> str | None:
         return f"span {span.name[:40]!r}: parent_span_id must be 8 bytes"
     if not span.start_time_unix_nano:
         return f"span {span.name[:40]!r}: start_time_unix_nano is missing"
+    if span.start_time_unix_nano > _MAX_TIME_NS or span.end_time_unix_nano > _MAX_TIME_NS:
+        return f"span {span.name[:40]!r}: a time is beyond the year 2262 (more than 2**63-1 ns)"
     if span.end_time_unix_nano and span.end_time_unix_nano < span.start_time_unix_nano:
         return f"span {span.name[:40]!r}: ends before it starts"
     return None

@@ -14,14 +14,13 @@ import gzip
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 from google.protobuf import json_format
@@ -32,21 +31,14 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
-REPO = Path(__file__).resolve().parent.parent
-HOST = "127.0.0.1"
+from _servers import HOST, REPO, free_port, wait_for  # noqa: F401  (one copy, shared by the suites)
+
 START_TIMEOUT = 60.0
 #: ``traceduck ...`` with the interpreter running the tests (``-m traceduck.cli`` has no main guard).
 TRACEDUCK = [sys.executable, "-c", "from traceduck.cli import main; import sys; sys.exit(main())"]
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 
-T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
 
 
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -54,24 +46,6 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRACEDUCK_")}
     env.update(extra or {})
     return env
-
-
-def wait_for(probe: Callable[[], T | None], timeout: float = 15.0, what: str = "condition") -> T:
-    """Poll ``probe`` until it returns something truthy; fail after ``timeout`` seconds.
-
-    For waiting on asynchronous parts (a forwarding collector, a starting server); never used to
-    assert on how long something took.
-    """
-    deadline = time.monotonic() + timeout
-    delay = 0.02
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"gave up waiting for {what} after {timeout:.0f}s (last value {value!r})")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.25)
 
 
 # -- the key CLI ---------------------------------------------------------------------------------

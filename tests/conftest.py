@@ -10,10 +10,17 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from hypothesis import settings as hypothesis_settings
 from opentelemetry.sdk.trace import TracerProvider
 
 import traceduck
 from traceduck.entities import Span, Trace
+
+# The test run is reproducible: hypothesis draws the same examples every run (CI must not fail by
+# chance). `HYPOTHESIS_PROFILE=explore python -m pytest tests/test_hostile_fuzz.py` draws new ones.
+hypothesis_settings.register_profile("ci", derandomize=True, database=None)
+hypothesis_settings.register_profile("explore", derandomize=False, database=None)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 REPO = Path(__file__).resolve().parent.parent
 

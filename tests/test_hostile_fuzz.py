@@ -462,6 +462,8 @@ def mutate_sse(pick: Any, text: str) -> str:
     """The seed's stream with broken ``data:`` lines, junk lines, cut chunks, stray [DONE]s."""
     lines = text.split("\n")
     for _ in range(pick.integer(1, 5)):
+        if not lines:  # every line deleted already
+            break
         at = pick.integer(0, len(lines) - 1)
         action = pick.integer(0, 11)
         line = lines[at]
