@@ -17,6 +17,7 @@ import secrets
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,17 @@ TRACEDUCK = [sys.executable, "-c", "from traceduck.cli import main; import sys; 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 
+
+
+def marker() -> str:
+    """A short unique string that tells one test's traces apart from the others' in a shared store."""
+    return uuid.uuid4().hex[:12]
+
+
+def open_collector(tmp_path_factory, name: str) -> Collector:
+    """A keyless collector (loopback only) on a fresh store, for a module's tests to share."""
+    directory = tmp_path_factory.mktemp(name)
+    return Collector(str(directory / f"{name}.duckdb"), str(directory / "collector.log"))
 
 
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

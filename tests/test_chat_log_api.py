@@ -18,7 +18,7 @@ import pytest
 
 import traceduck as td
 
-from _collector import Collector, create_key
+from _collector import Collector, create_key, open_collector
 from _servers import ThreadedServer
 from openai_server import ANSWERS, create_app, seed_event_strings, seed_json, seed_n3_choices, seed_text
 
@@ -28,8 +28,7 @@ SEED_ANSWER = "The 2020 World Series was played at Globe Life Field in Arlington
 
 @pytest.fixture(scope="module")
 def collector(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("chat")
-    with Collector(str(directory / "chat.duckdb"), str(directory / "collector.log")) as server:
+    with open_collector(tmp_path_factory, "chat") as server:
         yield server
 
 

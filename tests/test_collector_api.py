@@ -16,23 +16,19 @@ import traceduck
 from traceduck.filters import parse_filter, parse_order_by
 
 from _collector import Collector, otlp_request, otlp_span, post_otlp, simple_trace
+from _collector import marker as _marker
+from _collector import open_collector
 
 
 @pytest.fixture(scope="module")
 def collector(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("api")
-    server = Collector(str(directory / "api.duckdb"), str(directory / "collector.log"))
-    yield server
-    server.stop()
+    with open_collector(tmp_path_factory, "api") as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def client(collector):
     return collector.client()
-
-
-def _marker() -> str:
-    return uuid.uuid4().hex[:12]
 
 
 def _ingest(client, spans) -> None:

@@ -28,30 +28,25 @@ from _collector import (
     Collector,
     clean_env,
     export_response,
+    open_collector,
     otlp_request,
     otlp_span,
     post_otlp,
     simple_trace,
     to_otlp_json,
 )
+from _collector import marker as _marker
 
 
 @pytest.fixture(scope="module")
 def collector(tmp_path_factory):
-    """One open (keyless) collector shared by the tests that do not disturb each other."""
-    directory = tmp_path_factory.mktemp("ingest")
-    server = Collector(str(directory / "ingest.duckdb"), str(directory / "collector.log"))
-    yield server
-    server.stop()
+    with open_collector(tmp_path_factory, "ingest") as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def client(collector):
     return collector.client()
-
-
-def _marker() -> str:
-    return uuid.uuid4().hex[:12]
 
 
 def _stored(client, trace_id: str) -> dict:

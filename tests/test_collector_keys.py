@@ -23,6 +23,7 @@ from _collector import (
     trace_fields,
     traceduck_cli,
 )
+from _collector import marker as _marker
 
 GANTRY = "X-Gantry-Api-Key"
 
@@ -62,10 +63,6 @@ def a(server, keys):
 @pytest.fixture(scope="module")
 def b(server, keys):
     return server.client(keys["b"].key)
-
-
-def _marker() -> str:
-    return uuid.uuid4().hex[:12]
 
 
 def _ingest(client, **kwargs) -> str:

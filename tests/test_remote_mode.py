@@ -13,6 +13,7 @@ import traceduck
 from traceduck.remote import RemoteAuthError
 
 from _collector import Collector, create_key
+from _collector import marker as _marker
 
 PROJECT = "remote-app"
 
@@ -43,10 +44,6 @@ def remote(url, key) -> str:
     settings = traceduck.configure(url, api_key=key, tracer_provider=TracerProvider(), flush_interval=0.05)
     assert settings.is_remote
     return url
-
-
-def _marker() -> str:
-    return uuid.uuid4().hex[:12]
 
 
 @traceduck.trace(span_type="CHAIN")
