@@ -78,6 +78,41 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+def wait_stopped(pid: int, timeout: float = 10.0) -> None:
+    """Wait until a SIGSTOPped process is really stopped (signal delivery is asynchronous: until
+    then it may still start a child)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                if fh.read().rsplit(")", 1)[1].split()[0] in ("T", "t", "Z", "X"):
+                    return
+        except OSError:
+            return  # gone
+        time.sleep(0.005)
+    raise AssertionError(f"process {pid} did not stop within {timeout} s")
+
+
+def processes_with_argument(argument: str) -> list[int]:
+    """Live processes (other than this one) with ``argument`` in their command line, whoever
+    their parent is now (an orphaned writer process is re-parented)."""
+    found = []
+    needle = argument.encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                args = fh.read().split(b"\0")
+            with open(f"/proc/{entry}/stat") as fh:
+                state = fh.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if needle in args and state not in ("Z", "X"):
+            found.append(int(entry))
+    return found
+
+
 def wait_gone(pids: list[int], timeout: float = 15.0) -> None:
     """Wait until the processes ``pids`` (not our children: we cannot reap them) have exited:
     a SIGKILLed process keeps its file locks until the kernel has torn it down."""

@@ -45,10 +45,12 @@ from _faults import (
     kill_process,
     latest_schema_version,
     missing_acked_spans,
+    processes_with_argument,
     repair_ext4,
     rss_kb,
     tmpfs,
     wait_gone,
+    wait_stopped,
 )
 
 from collector import otlp as collector_otlp
@@ -125,12 +127,22 @@ def test_killed_app_and_writer_process_leave_an_intact_store_with_every_flushed_
             flushed[round_].append(int(line.split()[1]))
         time.sleep(rng.uniform(0.05, 0.4))  # somewhere inside the next batch
         app.send_signal(signal.SIGSTOP)  # frozen: it cannot start another writer process meanwhile
+        wait_stopped(app.pid)  # (delivery is asynchronous: until then it may still start one)
         writers = children_of(app.pid)
         assert writers, "the app has no writer process"
         for pid in writers:  # the writer may be in the middle of a batch
             os.kill(pid, signal.SIGKILL)
         app.send_signal(signal.SIGKILL)
         app.wait(timeout=15)
+        # A writer started in the very instant of the SIGSTOP may have escaped the list above
+        # (and is an orphan now): every process still writing this store goes too.
+        for path in {store, os.path.realpath(store)}:
+            writers += [pid for pid in processes_with_argument(path) if pid not in writers]
+        for pid in writers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         wait_gone(writers)  # killed, but they hold the file's lock until the kernel has torn them down
         log.close()
         flushed[round_] += [int(line.split()[1]) for line in lines.drain() if line and line.startswith("flushed")]
