@@ -108,12 +108,21 @@ def _implicit_table(raw: RawSpans) -> pa.Table:
     """One row per distinct (resource, defaults) of the batch's roots: computed once, not per span."""
     pairs = {(row[_RESOURCE_INDEX], row[_DEFAULTS_INDEX]) for row in raw.rows if row[_IS_ROOT_INDEX]}
     keys = sorted(pairs, key=lambda p: (p[0], p[1] or ""))
+    implicit = [implicit_metadata(raw.resources[k[0]] if k[0] < len(raw.resources) else "", k[1]) for k in keys]
     return pa.table({
         "idx": pa.array([k[0] for k in keys], pa.int32()),
         "default_metadata": pa.array([k[1] for k in keys], pa.string()),
-        "implicit": pa.array([implicit_metadata(raw.resources[k[0]] if k[0] < len(raw.resources) else "", k[1])
-                              for k in keys], pa.string()),
+        "implicit": pa.array(implicit, pa.string()),
+        "simple": pa.array([_is_flat(text) for text in implicit], pa.bool_()),
     })  # fmt: skip
+
+
+def _is_flat(metadata_json: str | None) -> bool:
+    """Implicit metadata the fast path of :data:`_TRACE_ROWS_SQL` merges exactly: no nulls, no
+    typed or other nested values."""
+    if metadata_json is None:
+        return True
+    return all(isinstance(v, (str, int, float, bool)) for v in json.loads(metadata_json).values())
 
 
 # OTel identity attributes (enduser.id, session.id, ...) on a root, for the few roots that have any.
@@ -127,8 +136,67 @@ _HAS_IDENTITY = (
     "|mlflow\\.trace\\.(user|session))\"')"
 )
 
+#: Trace fields that the fast path below computes exactly as the general one: no JSON ``null``
+#: (a merge patch would delete the key) and no object nested in the ``metadata`` and ``tags``
+#: objects (typed values need their string forms; a merge patch would merge objects). Checked on
+#: the text, as at most three ``{``: a false alarm only costs the general path.
+_SIMPLE_FIELDS = (
+    "(NOT contains(r.trace_fields, 'null')"
+    " AND length(r.trace_fields) - length(replace(r.trace_fields, '{', '')) <= 3)"
+)
+
+
+def _object(expr: str) -> str:
+    """``expr`` (JSON) if it is an object, else ``{}``."""
+    return f"CASE WHEN json_type({expr}) = 'OBJECT' THEN {expr} ELSE '{{}}'::JSON END"
+
+
 #: One trace row (or patch) per span that is a local root or carries trace fields.
+#:
+#: Built in steps materialised one after another: DuckDB would otherwise inline each step's
+#: expressions into every use and parse the same JSON many times over. Most traces take the fast
+#: path, merging metadata and tags as JSON text (merge patch) and casting each to a MAP once:
+#: MAP construction and ``map_concat`` cost DuckDB microseconds per row, the bulk of a batch.
 _TRACE_ROWS_SQL = f"""
+WITH base AS MATERIALIZED (
+    SELECT r.trace_id, r.seq, r.project, r.is_root, r.name, r.status, r.start_time_ns, r.end_time_ns,
+           r.span_id, r.inputs, r.outputs, r.attributes, i.implicit, TRY_CAST(r.trace_fields AS JSON) AS tf,
+           coalesce((r.trace_fields IS NULL OR {_SIMPLE_FIELDS}) AND coalesce(i.simple, true)
+                    AND NOT (r.is_root AND r.attributes IS NOT NULL AND {_HAS_IDENTITY}), false) AS fast
+    FROM _td_raw r
+    LEFT JOIN _td_impl i
+      ON r.is_root AND i.idx = r.resource
+     AND i.default_metadata IS NOT DISTINCT FROM r.default_metadata
+    WHERE r.is_root OR r.trace_fields IS NOT NULL
+), fields AS MATERIALIZED (
+    SELECT *,
+        json_extract_string(tf, '$.state') AS t_state,
+        json_extract_string(tf, '$.client_request_id') AS t_client_request_id,
+        json_extract_string(tf, '$.request_preview') AS t_request_preview,
+        json_extract_string(tf, '$.response_preview') AS t_response_preview,
+        CASE WHEN fast THEN CAST(json_merge_patch(coalesce(TRY_CAST(implicit AS JSON), '{{}}'::JSON),
+                                                  {_object("json_extract(tf, '$.metadata')")}) AS VARCHAR)
+        ELSE CAST(to_json(map_concat(
+            coalesce({_json_map('implicit', 'JSON')}, {_EMPTY_JSON_MAP}),
+            CASE WHEN is_root AND attributes IS NOT NULL AND {_HAS_IDENTITY} THEN {_IDENTITY} END,
+            coalesce(TRY_CAST(json_extract(tf, '$.metadata') AS MAP(VARCHAR, JSON)), {_EMPTY_JSON_MAP})
+        )) AS VARCHAR) END AS meta_json
+    FROM base
+), texts AS MATERIALIZED (
+    SELECT *,
+        -- typed values ({{"type": ...}}) need the slow path; plain scalars cast directly
+        CASE WHEN NOT fast AND contains(meta_json, '"type":')
+             THEN {_string_forms('CAST(CAST(meta_json AS JSON) AS MAP(VARCHAR, JSON))')}
+             ELSE TRY_CAST(CAST(meta_json AS JSON) AS MAP(VARCHAR, VARCHAR)) END AS meta_text
+    FROM fields
+), tagged AS MATERIALIZED (
+    SELECT *,
+        CASE WHEN fast THEN TRY_CAST(json_merge_patch(CAST(meta_json AS JSON), {_object("json_extract(tf, '$.tags')")})
+                                     AS MAP(VARCHAR, VARCHAR))
+        ELSE map_concat(meta_text, coalesce(TRY_CAST(json_extract(tf, '$.tags') AS MAP(VARCHAR, VARCHAR)),
+                                            {_EMPTY_TEXT_MAP})) END AS tags
+    FROM texts
+)
 SELECT
     trace_id AS hex_id, seq, coalesce(project, $default_project) AS project,
     CASE WHEN is_root THEN name END AS name,
@@ -137,47 +205,18 @@ SELECT
     CASE WHEN is_root THEN start_time_ns // 1000000 END AS request_time,
     CASE WHEN is_root THEN end_time_ns // 1000000 - start_time_ns // 1000000 END AS execution_duration,
     CASE WHEN is_root THEN end_time_ns // 1000000 END AS end_time,
-    json_extract_string(tf, '$.client_request_id') AS client_request_id,
+    t_client_request_id AS client_request_id,
     tags['trace.user'] AS trace_user,
     tags['trace.session'] AS session_id,
     tags['trace.environment'] AS environment,
-    coalesce(json_extract_string(tf, '$.request_preview'),
-             CASE WHEN is_root THEN {_preview('inputs')} END) AS request_preview,
-    coalesce(json_extract_string(tf, '$.response_preview'),
-             CASE WHEN is_root THEN {_preview('outputs')} END) AS response_preview,
+    coalesce(t_request_preview, CASE WHEN is_root THEN {_preview('inputs')} END) AS request_preview,
+    coalesce(t_response_preview, CASE WHEN is_root THEN {_preview('outputs')} END) AS response_preview,
     tags,
     meta_text AS metadata,
-    CAST(meta_json AS VARCHAR) AS metadata_json,
+    meta_json AS metadata_json,
     CASE WHEN is_root THEN span_id END AS root_span_id,
     $stored_at AS stored_at
-FROM (
-    SELECT *,
-        map_concat(meta_text, coalesce(TRY_CAST(json_extract(tf, '$.tags') AS MAP(VARCHAR, VARCHAR)),
-                                       {_EMPTY_TEXT_MAP})) AS tags
-    FROM (
-        SELECT *,
-            -- typed values ({{"type": ...}}) need the slow path; plain scalars cast directly
-            CASE WHEN contains(CAST(meta_json AS VARCHAR), '"type":') THEN {_string_forms('meta')}
-                 ELSE TRY_CAST(meta_json AS MAP(VARCHAR, VARCHAR)) END AS meta_text
-        FROM (
-            SELECT *, to_json(meta) AS meta_json FROM (SELECT *,
-                map_concat(
-                    coalesce(implicit, {_EMPTY_JSON_MAP}),
-                    CASE WHEN is_root AND attributes IS NOT NULL AND {_HAS_IDENTITY} THEN {_IDENTITY} END,
-                    coalesce(TRY_CAST(json_extract(tf, '$.metadata') AS MAP(VARCHAR, JSON)), {_EMPTY_JSON_MAP})
-                ) AS meta
-            FROM (
-                SELECT r.*, {_json_map('i.implicit', 'JSON')} AS implicit, TRY_CAST(r.trace_fields AS JSON) AS tf,
-                       json_extract_string(TRY_CAST(r.trace_fields AS JSON), '$.state') AS t_state
-                FROM _td_raw r
-                LEFT JOIN _td_impl i
-                  ON r.is_root AND i.idx = r.resource
-                 AND i.default_metadata IS NOT DISTINCT FROM r.default_metadata
-                WHERE r.is_root OR r.trace_fields IS NOT NULL
-            ))
-        )
-    )
-)
+FROM tagged
 """
 
 #: LLM response ids (``gen_ai.response.id``) so feedback can name a trace by them.

@@ -1,0 +1,91 @@
+"""Trace rows built by the store's writer: the fast path (metadata and tags merged as JSON text)
+and the general path (typed values, nulls, nested values, identity attributes) give the same
+tags and metadata as the rules of ``traceduck.metadata`` say, whatever the mix in one batch."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from traceduck import attributes as attr
+from traceduck.metadata import string_form
+from traceduck.raw_spans import RawSpans
+from traceduck.store.duckdb_store import DuckDBStore
+
+KEYS = st.sampled_from(["a", "b", "lang", "trace.user", "trace.session", "x.y", "null", "type", "k{1}"])
+SCALARS = st.one_of(
+    st.text(alphabet="abc", max_size=4),
+    st.text(alphabet="abc {}\"':null", max_size=8),
+    st.integers(-10**6, 10**6),
+    st.sampled_from([0.25, -1.5, 2.0, 1000.0]),
+    st.booleans(),
+)
+VALUES = st.one_of(
+    SCALARS,
+    st.none(),
+    st.builds(lambda u: {"type": "url", "url": u, "text": "link"}, st.text(alphabet="htp:/ab", max_size=8)),
+    st.builds(lambda v: {"type": "string", "value": v}, st.text(alphabet="xyz", max_size=4)),
+)
+TAG_VALUES = st.one_of(st.text(alphabet="pqr", max_size=3), st.text(alphabet="pqr {}null", max_size=6), st.none())
+
+TRACE = st.fixed_dictionaries({
+    "metadata": st.dictionaries(KEYS, VALUES, max_size=5),
+    "tags": st.dictionaries(KEYS, TAG_VALUES, max_size=4),
+    "defaults": st.one_of(st.none(), st.dictionaries(KEYS, VALUES, max_size=3)),
+    "identity": st.one_of(st.none(), st.text(alphabet="uv", min_size=1, max_size=3)),
+})  # fmt: skip
+
+
+def _expected(case: dict, resource: dict) -> tuple[dict, dict]:
+    metadata: dict = {"trace.environment": resource["deployment.environment.name"],
+                      "service.name": resource["service.name"]}  # fmt: skip
+    metadata.update(case["defaults"] or {})
+    if case["identity"] is not None:
+        metadata["trace.user"] = case["identity"]
+    metadata.update(case["metadata"])
+    tags = {key: string_form(value) for key, value in metadata.items()}
+    tags.update(case["tags"])
+    return metadata, tags
+
+
+def _case(metadata=None, tags=None, defaults=None, identity=None) -> dict:
+    return {"metadata": metadata or {}, "tags": tags or {}, "defaults": defaults, "identity": identity}
+
+
+PLAIN = _case({"a": "x", "b": 2, "lang": 0.25, "x.y": True}, {"a": "t", "b": "u"}, {"a": "d", "type": "e"})
+
+
+@settings(max_examples=40, deadline=None)
+@given(cases=st.lists(TRACE, min_size=1, max_size=12))
+@example(cases=[PLAIN, _case({"a": None})])  # a null value: merged as JSON text it would vanish
+@example(cases=[PLAIN, _case(tags={"a": None}), _case(defaults={"b": None}, metadata={"a": "1"})])
+@example(cases=[PLAIN, _case({"a": {"type": "url", "url": "u", "text": "t"}}, {"a": "p"})])  # typed value
+@example(cases=[PLAIN, _case({"a": "{x}", "b": "null"}, {"k{1}": "v"})])  # braces, null in strings
+@example(cases=[PLAIN, _case({"trace.user": "m"}, identity="u"), _case(identity="v")])  # identity attributes
+@example(cases=[_case(defaults={"a": {"type": "string", "value": "s"}}), PLAIN])  # typed default
+def test_stored_tags_and_metadata_follow_the_merge_rules_on_every_path(tmp_path_factory, cases):
+    path = str(tmp_path_factory.mktemp("rows") / "rows.duckdb")
+    store = DuckDBStore(path)
+    store.acquire_writer()
+    try:
+        raw = RawSpans()
+        resource = {"service.name": "svc", "deployment.environment.name": "prod"}
+        res = raw.resource(resource)
+        for i, case in enumerate(cases):  # one batch: fast and general rows side by side
+            attributes = {attr.TRACE_FIELDS: json.dumps({"metadata": case["metadata"], "tags": case["tags"]})}
+            if case["defaults"] is not None:
+                attributes[attr.TRACE_DEFAULT_METADATA] = json.dumps(case["defaults"])
+            if case["identity"] is not None:
+                attributes["enduser.id"] = case["identity"]
+            raw.add(f"{i + 1:032x}", f"{i + 1:016x}", None, False, "root", "INTERNAL", 10**18 + i, 10**18 + i + 5,
+                    "UNSET", None, attributes, None, res)  # fmt: skip
+        store.write(raw)
+        for i, case in enumerate(cases):
+            trace = store.get_trace(f"{i + 1:032x}")
+            metadata, tags = _expected(case, resource)
+            assert trace.info.metadata == metadata, case
+            assert trace.info.tags == tags, case
+    finally:
+        store.release_writer()
