@@ -14,11 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import random
 import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 
@@ -47,6 +49,21 @@ def generate(path: str, n: int, seed: int = 1) -> dict[str, float]:
     batch = 50_000
     t0 = time.perf_counter()
     feedback_ids: list[str] = []
+    # The batches are stored by a writer thread while the next one is built, as the SDK's writer
+    # thread stores spans while the application makes more; ``linger`` keeps the file attached
+    # while more batches follow (DuckDB checkpoints by itself as the WAL grows).
+    batches: queue.Queue = queue.Queue(maxsize=2)
+    failed: list[BaseException] = []
+
+    def write_all() -> None:
+        while (item := batches.get()) is not None:
+            try:
+                store.write(item[0], linger=not item[1])
+            except BaseException as exc:  # noqa: BLE001  (reported by the main thread)
+                failed.append(exc)
+
+    writer = threading.Thread(target=write_all)
+    writer.start()
     for first in range(0, n, batch):
         raw = RawSpans()
         res = raw.resource(resource)
@@ -70,7 +87,11 @@ def generate(path: str, n: int, seed: int = 1) -> dict[str, float]:
                      "traceduck.outputs": '"answer"', "traceduck.trace": fields}, None, res)  # fmt: skip
             if rng.random() < 0.2:
                 feedback_ids.append(trace_id)
-        store.write(raw)
+        batches.put((raw, first + batch >= n))
+    batches.put(None)
+    writer.join()
+    if failed:
+        raise failed[0]
     spans_done = time.perf_counter()
     # The feedback rows are bulk-loaded (logging 200k feedbacks one call at a time measures
     # something else); each names its trace by id, as log_feedback(trace_id) stores them.

@@ -186,10 +186,12 @@ def spans_for(con: duckdb.DuckDBPyConnection, keys: list[tuple[str, str]],
 def assessments_for(con: duckdb.DuckDBPyConnection, keys: list[tuple[str, str]]) -> dict[str, list[Assessment]]:
     out: dict[str, list[Assessment]] = defaultdict(list)
     if keys:
+        # Two phases, as for spans: the matching rows are found on the narrow id columns, then
+        # read whole (a direct join read every column of every assessment: 3x slower at 200k).
         sql = (
-            f"SELECT {_ASSESSMENT_COLUMNS} FROM assessments a"
-            " JOIN (SELECT DISTINCT CAST(trace_id AS UUID) AS tid, project FROM _td_ids) i"
-            " ON a.trace_id = i.tid AND a.project = i.project"
+            f"SELECT {_ASSESSMENT_COLUMNS} FROM assessments a WHERE a.rowid IN (SELECT s.rowid FROM assessments s"
+            " SEMI JOIN (SELECT DISTINCT CAST(trace_id AS UUID) AS tid, project FROM _td_ids) i"
+            " ON s.trace_id = i.tid AND s.project = i.project)"
             " ORDER BY a.create_time, a.assessment_id"
         )
         for row in _with_ids(con, keys, sql):
