@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 SOURCE_TYPES = ("HUMAN", "LLM_JUDGE", "CODE")
@@ -86,7 +86,15 @@ class Span:
     events: list[SpanEvent] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The span as plain data (as ``dataclasses.asdict`` gives it, without its deep copy: the
+        attribute, input and output values are shared with this span, not copied)."""
+        data = {name: getattr(self, name) for name in _SPAN_FIELDS}
+        data["events"] = [{"name": e.name, "timestamp_ns": e.timestamp_ns, "attributes": e.attributes}
+                          for e in self.events]  # fmt: skip
+        return data
+
+
+_SPAN_FIELDS = tuple(f.name for f in fields(Span))
 
 
 @dataclass
