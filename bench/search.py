@@ -40,13 +40,15 @@ def generate(path: str, n: int, seed: int = 1) -> dict[str, float]:
     for f in (path, path + ".wal", path + ".writer.lock"):
         if os.path.exists(f):
             os.remove(f)
-    store = DuckDBStore(path)
+    store = DuckDBStore(path, hold_open=True)  # a bulk load holds the file, as the collector does
     store.acquire_writer()
     rng = random.Random(seed)
     end_ms = int(time.time() * 1000)
     start_ms = end_ms - 30 * DAY_MS
     resource = {"service.name": "bench-app", "deployment.environment.name": "prod"}
-    batch = 50_000
+    # Batches of more than a row group (122,880 rows) of traces: DuckDB writes such inserts
+    # straight to the file instead of through the WAL (measured: 500k traces in 19.6 s instead of 25).
+    batch = 125_000
     t0 = time.perf_counter()
     feedback_ids: list[str] = []
     # The batches are stored by a writer thread while the next one is built, as the SDK's writer
