@@ -116,11 +116,14 @@ def main() -> int:
         total = args.spans_per_exporter * args.exporters
         stats = httpx.get(base + "/api/stats").json()
         results["ingest"] = {"spans": total, "seconds": elapsed, "spans_per_s": total / elapsed,
-                             "stored_spans": stats["stored_spans"], "refused_spans": stats["refused_spans"]}  # fmt: skip
+                             "stored_spans": stats["stored_spans"], "refused_spans": stats["refused_spans"],
+                             "batches": stats["batches"], "write_seconds": stats["write_seconds"]}  # fmt: skip
         print(f"ingest: {total:,} spans from {args.exporters} exporters over OTLP/HTTP protobuf in "
               f"{elapsed:.1f} s = {total / elapsed:,.0f} spans/s (target >= 20,000); stored "
               f"{stats['stored_spans']:,}, lost {total - stats['stored_spans']:,}, answered 429 for "
-              f"{stats['refused_spans']:,} (resent)")  # fmt: skip
+              f"{stats['refused_spans']:,} (resent); {stats['batches']:,} write transactions, "
+              f"{stats['stored_spans'] / max(1, stats['batches']):,.0f} spans each, writing "
+              f"{stats['write_seconds']:.1f} s of the {elapsed:.1f} s")  # fmt: skip
 
         filters = ["tags.`trace.user` = 'user-1'", "tags.exporter = '2' AND span.type = 'TOOL'", None]
         api_ms = {}

@@ -143,7 +143,7 @@ def create_app(settings: CollectorSettings, store: DuckDBStore | None = None) ->
     app.state.settings = settings
     app.state.store = store
     app.state.keyring = KeyRing(store, settings.api_key_header)
-    app.state.ingest = IngestQueue(store, settings.max_queued_spans, settings.batch_max_spans)
+    app.state.ingest = IngestQueue(store, settings.max_queued_spans, settings.batch_max_spans, settings.gather_seconds)
     _install_error_handlers(app)
     app.include_router(api_router)
     app.include_router(chat_router)
@@ -160,20 +160,23 @@ def create_app(settings: CollectorSettings, store: DuckDBStore | None = None) ->
         if app.state.ingest.full:  # refuse before reading and decoding: overload costs nothing more
             app.state.ingest.refuse(principal.project)
             return _retry_later(429, "overloaded", "the collector is busy (its write queue is full); retry later")
-        body = await request.body()
-        try:
-            body = otlp.decompress(body, request.headers.get("content-encoding"), settings.max_body_bytes)
-            raw, rejected, reasons = await run_in_threadpool(_decode, body, content_type, principal.project)
-        except otlp.TooLarge as exc:
-            return _error(413, "too_large", str(exc))
-        except otlp.BadRequest as exc:
-            return _error(400 if "Content-Type" not in str(exc) else 415, "bad_request", str(exc))
-        app.state.ingest.count_rejected(principal.project, rejected)
-        if len(raw):
+        future = None
+        with app.state.ingest.decoding():  # until submitted: the next write waits for these spans
+            body = await request.body()
             try:
-                future = app.state.ingest.submit(raw, principal.project)
-            except Overloaded as exc:
-                return _retry_later(429, "overloaded", f"the collector is busy ({exc}); retry later")
+                body = otlp.decompress(body, request.headers.get("content-encoding"), settings.max_body_bytes)
+                raw, rejected, reasons = await run_in_threadpool(_decode, body, content_type, principal.project)
+            except otlp.TooLarge as exc:
+                return _error(413, "too_large", str(exc))
+            except otlp.BadRequest as exc:
+                return _error(400 if "Content-Type" not in str(exc) else 415, "bad_request", str(exc))
+            app.state.ingest.count_rejected(principal.project, rejected)
+            if len(raw):
+                try:
+                    future = app.state.ingest.submit(raw, principal.project)
+                except Overloaded as exc:
+                    return _retry_later(429, "overloaded", f"the collector is busy ({exc}); retry later")
+        if future is not None:
             try:
                 await asyncio.wait_for(asyncio.wrap_future(future), settings.ack_timeout)
             except asyncio.TimeoutError:

@@ -7,6 +7,12 @@ refused at once with 429 + Retry-After, which OTel exporters retry, instead of b
 bound. A failed write (disk full, read-only file) fails the waiting requests with 503: their spans
 were not acknowledged, so the exporters send them again.
 
+A transaction costs DuckDB tens of milliseconds whatever its size, and exporters send their next
+request only once the last one is acknowledged, so the requests of one transaction come back
+together. The writer therefore waits (at most ``gather_seconds``) for requests still being
+decoded, and for as many requests as its last transaction acknowledged, to join the transaction
+it is about to write: fewer, larger transactions. A lone sender's request waits for nobody.
+
 The counters exist for the whole collector (``stats``: health, and what an open collector shows)
 and per project (``stats_for``): a key of one project sees only its own project's traffic, so
 requests of different projects waiting together are written in one transaction per project.
@@ -18,6 +24,8 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, replace
 
@@ -44,6 +52,8 @@ class IngestStats:
     failed_spans: int = 0  # a write failed: answered 503, the sender retries
     queued_spans: int = 0
     batches: int = 0
+    #: Time spent in write transactions (busy / elapsed is the writer's load).
+    write_seconds: float = 0.0
     requests: int = 0
     last_error: str | None = None
     last_error_time: float | None = None
@@ -56,10 +66,16 @@ class IngestStats:
 class IngestQueue:
     """The collector's single writer: group commit with a bounded queue."""
 
-    def __init__(self, store: DuckDBStore, max_queued_spans: int, batch_max_spans: int) -> None:
+    def __init__(self, store: DuckDBStore, max_queued_spans: int, batch_max_spans: int,
+                 gather_seconds: float = 0.05) -> None:
         self.store = store
         self.max_queued_spans = max_queued_spans
         self.batch_max_spans = batch_max_spans
+        self.gather_seconds = gather_seconds
+        #: Requests being decoded now: they will most likely be submitted in a moment.
+        self._decoding = 0
+        #: Requests the last transaction acknowledged: their senders are likely to send again.
+        self._last_requests = 0
         self.stats = IngestStats()
         #: The same counters per project, for requests made with a key of that project.
         self._by_project: dict[str, IngestStats] = {}
@@ -92,6 +108,18 @@ class IngestQueue:
         else only those of ``project``."""
         with self._cond:
             return replace(self.stats if project is None else self._by_project.get(project) or IngestStats())
+
+    @contextmanager
+    def decoding(self) -> Iterator[None]:
+        """Around the decoding of a request: a write about to start waits for it to join."""
+        with self._cond:
+            self._decoding += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._decoding -= 1
+                self._cond.notify()
 
     def count_rejected(self, project: str | None, count: int) -> None:
         with self._cond:
@@ -137,11 +165,18 @@ class IngestQueue:
                 self._cond.wait()
             taken: list[tuple[RawSpans, Future[int], str | None]] = []
             spans = 0
-            while self._items and (not taken or spans + len(self._items[0][0]) <= self.batch_max_spans):
-                item = self._items.popleft()
-                spans += len(item[0])
-                taken.append(item)
-            return taken
+            deadline = time.monotonic() + self.gather_seconds
+            while True:
+                while self._items and (not taken or spans + len(self._items[0][0]) <= self.batch_max_spans):
+                    item = self._items.popleft()
+                    spans += len(item[0])
+                    taken.append(item)
+                left = deadline - time.monotonic()
+                expected = self._decoding or len(taken) < self._last_requests
+                if self._items or not expected or self._stopping or left <= 0 or not taken:
+                    self._last_requests = len(taken)
+                    return taken  # full, nothing more coming, or waited long enough
+                self._cond.wait(left)  # a request on its way joins this transaction
 
     def _run(self) -> None:
         while True:
@@ -158,6 +193,7 @@ class IngestQueue:
         batch = RawSpans(items[0][0].default_project)
         for raw, _, _ in items:
             batch.extend(raw)
+        started = time.perf_counter()
         try:
             result = self.store.write(batch)
         except Exception as exc:  # disk full, read-only file, ...: fail these requests
@@ -178,6 +214,7 @@ class IngestQueue:
                 stats.uncaptured_spans += result.uncaptured_spans
                 stats.queued_spans -= len(batch)
                 stats.batches += 1
+                stats.write_seconds += time.perf_counter() - started
                 stats.last_write_time = time.time()
         for raw, future, _ in items:
             future.set_result(len(raw))

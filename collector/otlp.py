@@ -9,7 +9,6 @@ rejected on its own and counted in the response's partial success; the rest are 
 from __future__ import annotations
 
 import base64
-import binascii
 import gzip
 import json
 import zlib
@@ -113,11 +112,14 @@ def parse_request(body: bytes, content_type: str) -> ExportTraceServiceRequest:
     raise BadRequest(f"unsupported Content-Type {content_type!r}; use {PROTOBUF} or {JSON}")
 
 
+_SCALARS = frozenset(("string_value", "bool_value", "int_value", "double_value"))
+
+
 def _value(value: Any, depth: int = 0) -> Any:
     kind = value.WhichOneof("value")
     if kind is None:
         return None
-    if kind in ("string_value", "bool_value", "int_value", "double_value"):
+    if kind in _SCALARS:
         return getattr(value, kind)
     if depth > _MAX_VALUE_DEPTH:
         return {TRUNCATED_KEY: True, "max_depth": _MAX_VALUE_DEPTH}
@@ -131,25 +133,32 @@ def _value(value: Any, depth: int = 0) -> Any:
 
 
 def _attributes(items: Any) -> dict[str, Any]:
-    return {kv.key: _value(kv.value) for kv in items}
+    out = {}
+    for kv in items:
+        value = kv.value
+        kind = value.WhichOneof("value")  # inlined scalar case: most attributes are scalars
+        out[kv.key] = getattr(value, kind) if kind in _SCALARS else _value(value)
+    return out
 
 
 def to_raw_spans(message: ExportTraceServiceRequest, raw: RawSpans, project: str | None) -> tuple[int, list[str]]:
     """Append the message's spans to ``raw``; returns (rejected count, reasons)."""
     rejected = 0
     reasons: list[str] = []
+    add = raw.add
     for resource_spans in message.resource_spans:
         resource = _attributes(resource_spans.resource.attributes)
         resource_index = raw.resource(resource)
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
-                reason = _problem(span)
+                trace_id, span_id, parent = span.trace_id, span.span_id, span.parent_span_id
+                start, end = span.start_time_unix_nano, span.end_time_unix_nano
+                reason = _problem(span, trace_id, span_id, parent, start, end)
                 if reason is not None:
                     rejected += 1
                     if len(reasons) < 5:
                         reasons.append(reason)
                     continue
-                parent = span.parent_span_id
                 flags = span.flags
                 events = None
                 if span.events:
@@ -162,17 +171,18 @@ def to_raw_spans(message: ExportTraceServiceRequest, raw: RawSpans, project: str
                     attributes[attr.DROPPED_ATTRIBUTES] = span.dropped_attributes_count
                 if span.dropped_events_count:
                     attributes[attr.DROPPED_EVENTS] = span.dropped_events_count
-                raw.add(
-                    binascii.hexlify(span.trace_id).decode(),
-                    binascii.hexlify(span.span_id).decode(),
-                    binascii.hexlify(parent).decode() if parent else None,
+                status = span.status
+                add(
+                    trace_id.hex(),
+                    span_id.hex(),
+                    parent.hex() if parent else None,
                     bool(flags & _IS_REMOTE_KNOWN and flags & _IS_REMOTE),
                     span.name,
                     _KINDS.get(span.kind, "INTERNAL"),
-                    span.start_time_unix_nano,
-                    span.end_time_unix_nano or None,
-                    _STATUS.get(span.status.code, "UNSET"),
-                    span.status.message or None,
+                    start,
+                    end or None,
+                    _STATUS.get(status.code, "UNSET"),
+                    status.message or None,
                     attributes,
                     events,
                     resource_index,
@@ -181,20 +191,22 @@ def to_raw_spans(message: ExportTraceServiceRequest, raw: RawSpans, project: str
     return rejected, reasons
 
 
-def _problem(span: Any) -> str | None:
-    if len(span.trace_id) != 16 or span.trace_id == _ZERO_TRACE:
+def _problem(span: Any, trace_id: bytes, span_id: bytes, parent: bytes, start: int, end: int) -> str | None:
+    if len(trace_id) == 16 and len(span_id) == 8 and trace_id != _ZERO_TRACE and span_id != _ZERO_SPAN \
+            and (not parent or len(parent) == 8) and 0 < start <= _MAX_TIME_NS and end <= _MAX_TIME_NS \
+            and (not end or end >= start):
+        return None  # the common case, in one expression
+    if len(trace_id) != 16 or trace_id == _ZERO_TRACE:
         return f"span {span.name[:40]!r}: trace_id must be 16 non-zero bytes"
-    if len(span.span_id) != 8 or span.span_id == _ZERO_SPAN:
+    if len(span_id) != 8 or span_id == _ZERO_SPAN:
         return f"span {span.name[:40]!r}: span_id must be 8 non-zero bytes"
-    if span.parent_span_id and len(span.parent_span_id) != 8:
+    if parent and len(parent) != 8:
         return f"span {span.name[:40]!r}: parent_span_id must be 8 bytes"
-    if not span.start_time_unix_nano:
+    if not start:
         return f"span {span.name[:40]!r}: start_time_unix_nano is missing"
-    if span.start_time_unix_nano > _MAX_TIME_NS or span.end_time_unix_nano > _MAX_TIME_NS:
+    if start > _MAX_TIME_NS or end > _MAX_TIME_NS:
         return f"span {span.name[:40]!r}: a time is beyond the year 2262 (more than 2**63-1 ns)"
-    if span.end_time_unix_nano and span.end_time_unix_nano < span.start_time_unix_nano:
-        return f"span {span.name[:40]!r}: ends before it starts"
-    return None
+    return f"span {span.name[:40]!r}: ends before it starts"
 
 
 _KINDS = {0: "INTERNAL", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}

@@ -21,6 +21,8 @@ class CollectorSettings:
     max_queued_spans: int = 200_000
     #: Spans written per DuckDB transaction (requests waiting together are written together).
     batch_max_spans: int = 20_000
+    #: How long a write waits for requests still being decoded to join its transaction (seconds).
+    gather_seconds: float = 0.05
     #: Largest request body accepted, after decompression.
     max_body_bytes: int = 64 * 1024 * 1024
     #: How long ingest waits for its spans to be durably written before answering 503.
@@ -40,6 +42,7 @@ class CollectorSettings:
             api_key_header=_env("TRACEDUCK_API_KEY_HEADER", base.api_key_header),
             max_queued_spans=int(_env("TRACEDUCK_MAX_QUEUED_SPANS", str(base.max_queued_spans))),
             batch_max_spans=int(_env("TRACEDUCK_BATCH_MAX_SPANS", str(base.batch_max_spans))),
+            gather_seconds=float(_env("TRACEDUCK_GATHER_SECONDS", str(base.gather_seconds))),
             max_body_bytes=int(_env("TRACEDUCK_MAX_BODY_BYTES", str(base.max_body_bytes))),
             ack_timeout=float(_env("TRACEDUCK_ACK_TIMEOUT", str(base.ack_timeout))),
             retry_after=int(_env("TRACEDUCK_RETRY_AFTER", str(base.retry_after))),

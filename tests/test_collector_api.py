@@ -429,6 +429,8 @@ def test_metrics_expose_the_ingest_counters_in_prometheus_text(client):
         assert f"traceduck_{name}_total" in metrics, f"traceduck_{name}_total missing from /metrics"
     assert "traceduck_queued_spans" in metrics  # a gauge keeps its name
     assert metrics["traceduck_stored_spans_total"] == stats["stored_spans"] > 0
+    assert stats["write_seconds"] > 0  # the writer's load: time in write transactions
+    assert metrics["traceduck_write_seconds_total"] == pytest.approx(stats["write_seconds"])
 
 
 def test_stats_and_metrics_count_refused_requests_and_spans(tmp_path):

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -28,6 +29,8 @@ from _collector import (
     Collector,
     clean_env,
     export_response,
+    new_span_id,
+    new_trace_id,
     open_collector,
     otlp_request,
     otlp_span,
@@ -317,6 +320,24 @@ def test_child_spans_redelivered_after_their_root_are_stored_once(client):
     assert post_otlp(client, otlp_request(children)).status_code == 200
     _assert_stored_once(client, trace_id, request_id, 3)
     assert _stored(client, trace_id)["info"]["client_request_id"] == request_id
+
+
+def test_true_root_arriving_after_a_remote_parent_root_of_its_trace_is_merged_into_one_trace(client):
+    """Service B (its root has a remote parent in A) reports first; A's parentless root arrives in
+    a later request, minutes of B's spans later: one trace row, named after A's root."""
+    trace_id, a_root, b_root = new_trace_id(), new_span_id(), new_span_id()
+    start = time.time_ns() - 300 * 10**9
+    b_span = otlp_span(trace_id, "b-handler", span_id=b_root, parent=a_root, start_ns=start + 10**9, duration_ns=10**8)
+    b_span.flags = 0x300  # the parent is remote (OTLP span flags)
+    request_id = "dist-" + _marker()
+    a_span = otlp_span(trace_id, "a-request", span_id=a_root, start_ns=start, duration_ns=5 * 10**9,
+                       attributes={"traceduck.trace": json.dumps({"client_request_id": request_id})})  # fmt: skip
+    assert post_otlp(client, otlp_request([b_span])).status_code == 200
+    assert post_otlp(client, otlp_request([a_span])).status_code == 200
+    stored = _stored(client, trace_id.hex())
+    assert stored["info"]["name"] == "a-request" and stored["info"]["client_request_id"] == request_id
+    assert sorted(s["name"] for s in stored["data"]["spans"]) == ["a-request", "b-handler"]
+    assert _count(client, f"trace_id = '{trace_id.hex()}'") == 1
 
 
 # -- the same program, local file vs collector ---------------------------------------------------

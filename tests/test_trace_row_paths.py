@@ -1,6 +1,7 @@
 """Trace rows built by the store's writer: the fast path (metadata and tags merged as JSON text)
 and the general path (typed values, nulls, nested values, identity attributes) give the same
-tags and metadata as the rules of ``traceduck.metadata`` say, whatever the mix in one batch."""
+tags and metadata as the rules of ``traceduck.metadata`` say, whatever the mix in one batch, and
+whether the batch takes the statement for all-simple batches or the general one."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ TAG_VALUES = st.one_of(st.text(alphabet="pqr", max_size=3), st.text(alphabet="pq
 
 TRACE = st.fixed_dictionaries({
     "metadata": st.dictionaries(KEYS, VALUES, max_size=5),
-    "tags": st.dictionaries(KEYS, TAG_VALUES, max_size=4),
+    "tags": st.one_of(st.none(), st.dictionaries(KEYS, TAG_VALUES, max_size=4)),
     "defaults": st.one_of(st.none(), st.dictionaries(KEYS, VALUES, max_size=3)),
     "identity": st.one_of(st.none(), st.text(alphabet="uv", min_size=1, max_size=3)),
 })  # fmt: skip
@@ -46,7 +47,7 @@ def _expected(case: dict, resource: dict) -> tuple[dict, dict]:
         metadata["trace.user"] = case["identity"]
     metadata.update(case["metadata"])
     tags = {key: string_form(value) for key, value in metadata.items()}
-    tags.update(case["tags"])
+    tags.update(case["tags"] or {})
     return metadata, tags
 
 
@@ -59,10 +60,13 @@ PLAIN = _case({"a": "x", "b": 2, "lang": 0.25, "x.y": True}, {"a": "t", "b": "u"
 
 @settings(max_examples=40, deadline=None)
 @given(cases=st.lists(TRACE, min_size=1, max_size=12))
+@example(cases=[PLAIN, _case(), _case(tags={"a": "b"})])  # every row simple: the smaller statement
 @example(cases=[PLAIN, _case({"a": None})])  # a null value: merged as JSON text it would vanish
 @example(cases=[PLAIN, _case(tags={"a": None}), _case(defaults={"b": None}, metadata={"a": "1"})])
 @example(cases=[PLAIN, _case({"a": {"type": "url", "url": "u", "text": "t"}}, {"a": "p"})])  # typed value
 @example(cases=[PLAIN, _case({"a": "{x}", "b": "null"}, {"k{1}": "v"})])  # braces, null in strings
+@example(cases=[{"metadata": {"a": {"type": "url", "url": "u", "text": "t"}}, "tags": None, "defaults": None,
+                 "identity": None}])  # a typed value, and no tags object at all
 @example(cases=[PLAIN, _case({"trace.user": "m"}, identity="u"), _case(identity="v")])  # identity attributes
 @example(cases=[_case(defaults={"a": {"type": "string", "value": "s"}}), PLAIN])  # typed default
 def test_stored_tags_and_metadata_follow_the_merge_rules_on_every_path(tmp_path_factory, cases):
@@ -74,7 +78,10 @@ def test_stored_tags_and_metadata_follow_the_merge_rules_on_every_path(tmp_path_
         resource = {"service.name": "svc", "deployment.environment.name": "prod"}
         res = raw.resource(resource)
         for i, case in enumerate(cases):  # one batch: fast and general rows side by side
-            attributes = {attr.TRACE_FIELDS: json.dumps({"metadata": case["metadata"], "tags": case["tags"]})}
+            fields = {"metadata": case["metadata"]}
+            if case["tags"] is not None:
+                fields["tags"] = case["tags"]
+            attributes = {attr.TRACE_FIELDS: json.dumps(fields)}
             if case["defaults"] is not None:
                 attributes[attr.TRACE_DEFAULT_METADATA] = json.dumps(case["defaults"])
             if case["identity"] is not None:

@@ -9,12 +9,14 @@ already known (see :mod:`traceduck.trace_rows`) are the rare exception handled i
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 import duckdb
+import orjson
 import pyarrow as pa
 
 from ..raw_spans import RAW_COLUMNS, RawSpans
@@ -24,6 +26,8 @@ from .assessments import JOIN_PENDING_SQL
 _RESOURCE_INDEX = RAW_COLUMNS.index("resource")
 _DEFAULTS_INDEX = RAW_COLUMNS.index("default_metadata")
 _IS_ROOT_INDEX = RAW_COLUMNS.index("is_root")
+_START_INDEX = RAW_COLUMNS.index("start_time_ns")
+_ATTRIBUTES_INDEX = RAW_COLUMNS.index("attributes")
 
 #: Trace fields waiting for a root span that has not been stored yet.
 MAX_PENDING_PATCHES = 10_000
@@ -137,12 +141,13 @@ _HAS_IDENTITY = (
 )
 
 #: Trace fields that the fast path below computes exactly as the general one: no JSON ``null``
-#: (a merge patch would delete the key) and no object nested in the ``metadata`` and ``tags``
-#: objects (typed values need their string forms; a merge patch would merge objects). Checked on
-#: the text, as at most three ``{``: a false alarm only costs the general path.
+#: (a merge patch would delete the key; looked for in the text, where a false alarm only costs
+#: the general path) and no object among the metadata values (typed values need their string
+#: forms; a merge patch would merge objects). (A key repeated within one JSON object, which no
+#: SDK sends, is an error to the general path and the last one wins here.)
 _SIMPLE_FIELDS = (
     "(NOT contains(r.trace_fields, 'null')"
-    " AND length(r.trace_fields) - length(replace(r.trace_fields, '{', '')) <= 3)"
+    " AND NOT list_contains(json_type(TRY_CAST(r.trace_fields AS JSON), '$.metadata.*'), 'OBJECT'))"
 )
 
 
@@ -151,18 +156,41 @@ def _object(expr: str) -> str:
     return f"CASE WHEN json_type({expr}) = 'OBJECT' THEN {expr} ELSE '{{}}'::JSON END"
 
 
-#: One trace row (or patch) per span that is a local root or carries trace fields.
-#:
-#: Built in steps materialised one after another: DuckDB would otherwise inline each step's
-#: expressions into every use and parse the same JSON many times over. Most traces take the fast
-#: path, merging metadata and tags as JSON text (merge patch) and casting each to a MAP once:
-#: MAP construction and ``map_concat`` cost DuckDB microseconds per row, the bulk of a batch.
-_TRACE_ROWS_SQL = f"""
+def _trace_rows_sql(general: bool) -> str:
+    """One trace row (or patch) per span that is a local root or carries trace fields.
+
+    Built in steps materialised one after another: DuckDB would otherwise inline each step's
+    expressions into every use and parse the same JSON many times over. Most traces take the
+    fast path, merging metadata and tags as JSON text (merge patch) and casting each to a MAP
+    once: MAP construction and ``map_concat`` cost DuckDB microseconds per row, the bulk of a
+    batch. Without ``general`` every row of the batch is known to qualify for the fast path
+    (:func:`_all_simple`), and the statement is smaller: cheaper to plan for a small batch.
+    """
+    fast = (f"coalesce((r.trace_fields IS NULL OR {_SIMPLE_FIELDS}) AND coalesce(i.simple, true)"
+            f" AND NOT (r.is_root AND r.attributes IS NOT NULL AND {_HAS_IDENTITY}), false)") if general else "true"
+    own_metadata, own_tags = _object("json_extract(tf, '$.metadata')"), _object("json_extract(tf, '$.tags')")
+    merged_meta = f"CAST(json_merge_patch(coalesce(TRY_CAST(implicit AS JSON), '{{}}'::JSON), {own_metadata}) AS VARCHAR)"
+    plain_text = "TRY_CAST(CAST(meta_json AS JSON) AS MAP(VARCHAR, VARCHAR))"
+    merged_tags = f"TRY_CAST(json_merge_patch(CAST(meta_json AS JSON), {own_tags}) AS MAP(VARCHAR, VARCHAR))"
+    if general:
+        merged_meta = f"""CASE WHEN fast THEN {merged_meta}
+        ELSE CAST(to_json(map_concat(
+            coalesce({_json_map('implicit', 'JSON')}, {_EMPTY_JSON_MAP}),
+            CASE WHEN is_root AND attributes IS NOT NULL AND {_HAS_IDENTITY} THEN {_IDENTITY} END,
+            coalesce(TRY_CAST(json_extract(tf, '$.metadata') AS MAP(VARCHAR, JSON)), {_EMPTY_JSON_MAP})
+        )) AS VARCHAR) END"""
+        # typed values ({"type": ...}) need their string forms; plain scalars cast directly
+        plain_text = f"""CASE WHEN NOT fast AND contains(meta_json, '"type":')
+             THEN {_string_forms('CAST(CAST(meta_json AS JSON) AS MAP(VARCHAR, JSON))')}
+             ELSE {plain_text} END"""
+        merged_tags = f"""CASE WHEN fast THEN {merged_tags}
+        ELSE map_concat(meta_text, coalesce(TRY_CAST(json_extract(tf, '$.tags') AS MAP(VARCHAR, VARCHAR)),
+                                            {_EMPTY_TEXT_MAP})) END"""
+    return f"""
 WITH base AS MATERIALIZED (
     SELECT r.trace_id, r.seq, r.project, r.is_root, r.name, r.status, r.start_time_ns, r.end_time_ns,
            r.span_id, r.inputs, r.outputs, r.attributes, i.implicit, TRY_CAST(r.trace_fields AS JSON) AS tf,
-           coalesce((r.trace_fields IS NULL OR {_SIMPLE_FIELDS}) AND coalesce(i.simple, true)
-                    AND NOT (r.is_root AND r.attributes IS NOT NULL AND {_HAS_IDENTITY}), false) AS fast
+           {fast} AS fast
     FROM _td_raw r
     LEFT JOIN _td_impl i
       ON r.is_root AND i.idx = r.resource
@@ -174,28 +202,12 @@ WITH base AS MATERIALIZED (
         json_extract_string(tf, '$.client_request_id') AS t_client_request_id,
         json_extract_string(tf, '$.request_preview') AS t_request_preview,
         json_extract_string(tf, '$.response_preview') AS t_response_preview,
-        CASE WHEN fast THEN CAST(json_merge_patch(coalesce(TRY_CAST(implicit AS JSON), '{{}}'::JSON),
-                                                  {_object("json_extract(tf, '$.metadata')")}) AS VARCHAR)
-        ELSE CAST(to_json(map_concat(
-            coalesce({_json_map('implicit', 'JSON')}, {_EMPTY_JSON_MAP}),
-            CASE WHEN is_root AND attributes IS NOT NULL AND {_HAS_IDENTITY} THEN {_IDENTITY} END,
-            coalesce(TRY_CAST(json_extract(tf, '$.metadata') AS MAP(VARCHAR, JSON)), {_EMPTY_JSON_MAP})
-        )) AS VARCHAR) END AS meta_json
+        {merged_meta} AS meta_json
     FROM base
 ), texts AS MATERIALIZED (
-    SELECT *,
-        -- typed values ({{"type": ...}}) need the slow path; plain scalars cast directly
-        CASE WHEN NOT fast AND contains(meta_json, '"type":')
-             THEN {_string_forms('CAST(CAST(meta_json AS JSON) AS MAP(VARCHAR, JSON))')}
-             ELSE TRY_CAST(CAST(meta_json AS JSON) AS MAP(VARCHAR, VARCHAR)) END AS meta_text
-    FROM fields
+    SELECT *, {plain_text} AS meta_text FROM fields
 ), tagged AS MATERIALIZED (
-    SELECT *,
-        CASE WHEN fast THEN TRY_CAST(json_merge_patch(CAST(meta_json AS JSON), {_object("json_extract(tf, '$.tags')")})
-                                     AS MAP(VARCHAR, VARCHAR))
-        ELSE map_concat(meta_text, coalesce(TRY_CAST(json_extract(tf, '$.tags') AS MAP(VARCHAR, VARCHAR)),
-                                            {_EMPTY_TEXT_MAP})) END AS tags
-    FROM texts
+    SELECT *, {merged_tags} AS tags FROM texts
 )
 SELECT
     trace_id AS hex_id, seq, coalesce(project, $default_project) AS project,
@@ -218,6 +230,35 @@ SELECT
     $stored_at AS stored_at
 FROM tagged
 """
+
+
+_TRACE_ROWS_SQL = _trace_rows_sql(general=True)
+_SIMPLE_TRACE_ROWS_SQL = _trace_rows_sql(general=False)
+
+_IDENTITY_KEYS = re.compile(r'"(enduser\.id|user\.id|session\.id|gen_ai\.conversation\.id|mlflow\.trace\.(user|session))"')
+_FIELDS_INDEX = RAW_COLUMNS.index("trace_fields")
+
+
+def _all_simple(raw: RawSpans, implicit: pa.Table) -> bool:
+    """Every trace row of the batch qualifies for the fast path (the same tests as ``fast`` in
+    :func:`_trace_rows_sql`, in Python)."""
+    if not all(implicit.column("simple").to_pylist()):
+        return False
+    for row in raw.rows:
+        fields = row[_FIELDS_INDEX]
+        if fields is not None:
+            if "null" in fields:
+                return False
+            try:
+                metadata = orjson.loads(fields).get("metadata")
+            except (orjson.JSONDecodeError, AttributeError):
+                return False  # not a JSON object: left to the general statement
+            if isinstance(metadata, dict) and any(isinstance(v, dict) for v in metadata.values()):
+                return False
+        if row[_IS_ROOT_INDEX] and row[_ATTRIBUTES_INDEX] is not None and _IDENTITY_KEYS.search(row[_ATTRIBUTES_INDEX]):
+            return False
+    return True
+
 
 #: LLM response ids (``gen_ai.response.id``) so feedback can name a trace by them.
 _RESPONSES_SQL = (
@@ -355,16 +396,31 @@ def _known_conflicts(raw: RawSpans, pending: PendingPatches) -> set[tuple[str, s
     return conflicts
 
 
+#: How long before the first root of a batch of parentless roots another root of one of their
+#: traces may have started and still be merged (clock skew between hosts; as the reader's span
+#: window). Rows that started earlier are not looked at: zone maps then skip old row groups.
+EXISTING_ROOTS_BEFORE_MS = 60 * 60 * 1000
+
+
 def _existing(con: duckdb.DuckDBPyConnection, raw: RawSpans) -> set[tuple[str, str]]:
-    """Roots of the batch whose (trace id, project) already has a stored trace row."""
+    """Roots of the batch whose (trace id, project) already has a stored trace row.
+
+    A parentless root started before every other span of its trace, so only rows that started
+    after it (less the clock skew) can be its trace's. A root with a remote parent may belong to
+    a trace stored at any time before: then every row is looked at.
+    """
     roots = list(set(raw.root_ids))
     if not roots:
         return set()
     _td_roots = pa.table({"id": pa.array([k[0] for k in roots], pa.string()),  # noqa: F841
                           "project": pa.array([k[1] for k in roots], pa.string())})  # fmt: skip
+    since = ""
+    if not raw.has_remote_roots:
+        first = min(row[_START_INDEX] for row in raw.rows if row[_IS_ROOT_INDEX]) // 1_000_000
+        since = f" AND t.request_time >= {int(first) - EXISTING_ROOTS_BEFORE_MS}"
     rows = con.execute(
         "SELECT r.id, r.project FROM _td_roots r WHERE EXISTS (SELECT 1 FROM traces t"
-        " WHERE t.trace_id = CAST(r.id AS UUID) AND t.project = r.project)"
+        f" WHERE t.trace_id = CAST(r.id AS UUID) AND t.project = r.project{since})"
     ).fetchall()
     return {(r[0], r[1]) for r in rows}
 
@@ -435,12 +491,15 @@ def _merge_conflicts(con: duckdb.DuckDBPyConnection, conflicts: set[tuple[str, s
     stats.merged += len(complete)
 
 
-_ATTRIBUTES_INDEX = RAW_COLUMNS.index("attributes")
-
-
 def _has_llm_calls(raw: RawSpans) -> bool:
     """Some span carries GenAI attributes (only then are the LLM tables written)."""
     return any("gen_ai." in row[_ATTRIBUTES_INDEX] for row in raw.rows if row[_ATTRIBUTES_INDEX])
+
+
+def _has_pending(con: duckdb.DuckDBPyConnection) -> bool:
+    """Some assessment waits for its trace (a few spans of the assessments' ``trace_id`` column
+    to read, most skipped by their statistics; joining them costs a batch far more)."""
+    return bool(con.execute("SELECT 1 FROM assessments WHERE trace_id IS NULL LIMIT 1").fetchall())
 
 
 def _literal(value: str) -> str:
@@ -476,9 +535,10 @@ def write_batch(
         low, high = raw.start_range() if len(raw) else (0, 0)
         statements = [
             _spans_insert_sql(dedupe_spans),
-            f"INSERT INTO traces ({_INSERT_COLUMNS}) SELECT {_ROW_SELECT} FROM ({_TRACE_ROWS_SQL})",
+            f"INSERT INTO traces ({_INSERT_COLUMNS}) SELECT {_ROW_SELECT} FROM"
+            f" ({_SIMPLE_TRACE_ROWS_SQL if _all_simple(raw, _td_impl) else _TRACE_ROWS_SQL})",
             *((_RESPONSES_SQL, _llm_calls_sql(dedupe_spans)) if _has_llm_calls(raw) else ()),
-            JOIN_PENDING_SQL,
+            *((JOIN_PENDING_SQL,) if _has_pending(con) else ()),
         ]
         script = "BEGIN TRANSACTION; " + "; ".join(statements) + "; COMMIT"
         try:
@@ -519,7 +579,8 @@ def write_batch(
             if _has_llm_calls(raw):
                 con.execute(_RESPONSES_SQL, {"default_project": raw.default_project})
                 con.execute(_llm_calls_sql(dedupe_spans), {"default_project": raw.default_project})
-            con.execute(_script(JOIN_PENDING_SQL, params))
+            if _has_pending(con):
+                con.execute(_script(JOIN_PENDING_SQL, params))
             con.execute("COMMIT")
         except BaseException:
             _rollback(con)
