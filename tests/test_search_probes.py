@@ -27,14 +27,30 @@ def store(tmp_path_factory):
     rng = random.Random(7)
     raw = RawSpans()
     res = raw.resource({"service.name": "probe-test"})
+    feedback = []
     for i in range(600):
         start = START_NS + (i * 100 * DAY_NS) // 600 // 3 * 3  # groups of equal timestamps
         kind = "rare" if i < 12 else rng.choice(["common", "common", "other"])
         fields = {"tags": {"kind": kind, "n": str(i % 7)}, "metadata": {"trace.user": f"u{i % 5}", "lang": rng.choice("ab")}}
-        raw.add(f"{rng.getrandbits(128):032x}", f"{i + 1:016x}", None, False, "root", "INTERNAL", start, start + 10**6,
-                "UNSET", None, {"traceduck.trace": json.dumps(fields)}, None, res,
-                project="p1" if i % 4 else "p2")  # fmt: skip
+        trace_id = f"{rng.getrandbits(128):032x}"
+        project = "p1" if i % 4 else "p2"
+        raw.add(trace_id, f"{i + 1:016x}", None, False, "root", "INTERNAL", start, start + 10**6,
+                "UNSET", None, {"traceduck.trace": json.dumps(fields)}, None, res, project=project)  # fmt: skip
+        if i % 3 == 0:  # feedback; on some traces a later one (or an invalid one) changes the verdict
+            verdict = rng.random() < 0.5
+            feedback.append((trace_id, project, verdict, 1, True))
+            if i % 9 == 0:
+                feedback.append((trace_id, project, not verdict, 2, i % 18 == 0))
     store.write(raw)
+    with store.file.connect(write=True) as con:
+        for n, (trace_id, project, verdict, created, valid) in enumerate(feedback):
+            value = "true" if verdict else "false"
+            con.execute(
+                "INSERT INTO assessments (assessment_id, trace_id, project, target_kind, target, kind, name,"
+                " value_json, value_str, value_num, source_type, valid, create_time, last_update_time)"
+                " VALUES (?, CAST(? AS UUID), ?, 'trace_id', ?, 'feedback', 'ok', ?, ?, ?, 'HUMAN', ?, ?, ?)",
+                [f"a-{n}", trace_id, project, trace_id, value, value, float(verdict), valid, created, created],
+            )
     yield store
     store.release_writer()
 
@@ -45,6 +61,9 @@ FILTERS = [
     "tags.kind IN ('common', 'other') AND metadata.lang = 'a'",
     "NOT tags.n = '3' OR metadata.`trace.user` = 'u2'",
     "tags.kind LIKE 'c%'",
+    "feedback.ok = 'true'",  # the latest valid verdict counts, in a window as everywhere
+    "feedback.ok = 'false' AND tags.kind = 'common'",
+    "feedback.ok IS NULL AND metadata.lang = 'a'",
 ]
 
 

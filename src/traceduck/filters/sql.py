@@ -46,6 +46,11 @@ class SqlGenerator:
     }
     SPAN_COLUMNS: dict[str, str] = {"name": "name", "type": "span_type", "status": "status"}
 
+    def __init__(self, since_ms: int | None = None) -> None:
+        #: The statement only looks at traces that started at or after this time (a probe of
+        #: recent traces, see ``store/query.py``): assessment subqueries then read only theirs.
+        self.since_ms = since_ms
+
     def generate(self, node: Node) -> tuple[str, ParamList]:
         """The SQL boolean expression for ``node`` and its parameters, in placeholder order."""
         params: ParamList = []
@@ -158,6 +163,9 @@ class SqlGenerator:
         """Feedback and expectations: only the latest valid assessment of the name counts."""
         params.extend([node.field.kind, node.field.key])
         where = "kind = ? AND name = ? AND valid AND trace_id IS NOT NULL"
+        if self.since_ms is not None:  # every assessment of each trace in the window: "latest" is exact
+            params.append(self.since_ms)
+            where += " AND trace_id IN (SELECT trace_id FROM traces WHERE request_time >= ?)"
         t = self.TRACE_ALIAS
         same_trace = f"a.trace_id = {t}.trace_id AND a.project = {t}.project"
         if node.op in NULL_OPS:

@@ -41,18 +41,8 @@ def search(con: duckdb.DuckDBPyConnection, query: SearchQuery, project: str | No
     seek_values = None
     if query.page_token is not None:
         seek_values = decode_token(query.page_token, fingerprint, len(query.terms))
-    where_sql, where_params = compile_filter(query.node)
     key_exprs, key_params = order_key_sql(query.terms)
     order_sql, order_params = order_by_sql(query.terms)
-    conditions = [f"({where_sql})"]
-    params: list[Any] = [*key_params, *where_params]
-    if project is not None:
-        conditions.append("t.project = ?")
-        params.append(project)
-    if seek_values is not None:
-        seek_sql, seek_params = seek_predicate(query.terms, seek_values)
-        conditions.append(seek_sql)
-        params.extend(seek_params)
     limit_params: list[Any] = []
     limit = ""
     if query.page_size is not None:
@@ -66,16 +56,31 @@ def search(con: duckdb.DuckDBPyConnection, query: SearchQuery, project: str | No
     page_keys = ["t.trace_id" if term.field == TRACE_ID else e for term, e in zip(query.terms, key_exprs)]
     out_keys = [uuid_hex(f"page._k{i}") if term.field == TRACE_ID else f"page._k{i}" for i, term in enumerate(query.terms)]
 
-    def sql_for(extra: str) -> str:
-        return (
+    def statement(since_ms: int | None) -> tuple[str, list[Any]]:
+        """The page's statement, looking only at traces started at or after ``since_ms`` if given."""
+        where_sql, where_params = compile_filter(query.node, DuckDBGenerator(since_ms))
+        conditions = [f"({where_sql})"]
+        params: list[Any] = [*key_params, *where_params]
+        if project is not None:
+            conditions.append("t.project = ?")
+            params.append(project)
+        if seek_values is not None:
+            seek_sql, seek_params = seek_predicate(query.terms, seek_values)
+            conditions.append(seek_sql)
+            params.extend(seek_params)
+        if since_ms is not None:
+            conditions.append("t.request_time >= ?")
+            params.append(since_ms)
+        sql = (
             f"WITH page AS (SELECT t.rowid AS _rid, {', '.join(f'{e} AS _k{i}' for i, e in enumerate(page_keys))}"
-            f" FROM traces t WHERE {' AND '.join(conditions)}{extra} ORDER BY {order_sql}{limit})"
+            f" FROM traces t WHERE {' AND '.join(conditions)} ORDER BY {order_sql}{limit})"
             f" SELECT {TRACE_INFO_SQL}, {', '.join(out_keys)}"
             f" FROM page JOIN traces t ON t.rowid = page._rid"
             f" ORDER BY {', '.join(f'page._k{i} {_direction(term)} NULLS LAST' for i, term in enumerate(query.terms))}"
         )
+        return sql, [*params, *order_params, *limit_params]
 
-    rows = _page_rows(con, query, project, seek_values, sql_for, params, order_params + limit_params)
+    rows = _page_rows(con, query, project, seek_values, statement)
     more = query.page_size is not None and len(rows) > query.page_size
     if more:
         rows = rows[: query.page_size]
@@ -102,23 +107,24 @@ def _leaves(node: Node) -> list[Comparison]:
 
 
 def _worth_probing(node: Node | None) -> bool:
-    """Probing pays when the filter reads a tags or metadata MAP for every trace (the costly part
-    of a scan), and cannot when it has its own time bounds (the recent windows may hold none of
-    its traces) or an assessment or span subquery (which each probe would evaluate again)."""
+    """Probing pays when the filter reads a tags or metadata MAP for every trace, or assessments
+    (a probe reads only the assessments of its window's traces): the costly parts of a scan. It
+    cannot when the filter has its own time bounds (the recent windows may hold none of its
+    traces) or a span clause (which each probe would evaluate again over every span)."""
     if node is None:
         return False
     leaves = _leaves(node)
-    if any(leaf.field.kind not in ("attribute", "tag", "metadata") for leaf in leaves):
+    if any(leaf.field.kind == "span" for leaf in leaves):
         return False
     if any(leaf.field.kind == "attribute" and leaf.field.name in ("timestamp_ms", "end_time_ms") for leaf in leaves):
         return False
     mirrored = DuckDBGenerator.MIRRORED_TAG_COLUMNS
-    return any(leaf.field.kind == "metadata" or (leaf.field.kind == "tag" and leaf.field.key not in mirrored)
-               for leaf in leaves)  # fmt: skip
+    return any(leaf.field.kind in ("metadata", "feedback", "expectation")
+               or (leaf.field.kind == "tag" and leaf.field.key not in mirrored) for leaf in leaves)  # fmt: skip
 
 
 def _page_rows(con: duckdb.DuckDBPyConnection, query: SearchQuery, project: str | None,
-               seek_values: list[Any] | None, sql_for: Any, params: list[Any], tail: list[Any]) -> list[tuple]:
+               seek_values: list[Any] | None, statement: Any) -> list[tuple]:
     """The page's rows: with probes of recent windows first when the order is newest first."""
     newest_first = query.terms[0].field == _TIMESTAMP and not query.terms[0].ascending
     if query.page_size is not None and newest_first and _worth_probing(query.node):
@@ -130,10 +136,10 @@ def _page_rows(con: duckdb.DuckDBPyConnection, query: SearchQuery, project: str 
             high = bounds[1] if seek_values is None or seek_values[0] is None else min(bounds[1], seek_values[0])
             span = high - bounds[0]
             for fraction in PROBE_FRACTIONS:
-                rows = con.execute(sql_for(" AND t.request_time >= ?"), [*params, high - int(span * fraction), *tail]).fetchall()
+                rows = con.execute(*statement(high - int(span * fraction))).fetchall()
                 if len(rows) > query.page_size:
                     return rows
-    return con.execute(sql_for(""), [*params, *tail]).fetchall()
+    return con.execute(*statement(None)).fetchall()
 
 
 def count(con: duckdb.DuckDBPyConnection, node: Node | None, project: str | None) -> int:
