@@ -258,3 +258,35 @@ def test_forked_child_of_a_process_that_searched_a_store_runs(store_path, provid
         """
     )
     assert proc.stdout.strip() == "7"
+
+
+def test_a_process_forked_after_searching_searches_too(tmp_path):
+    """Searches read a page's spans and assessments on two threads; a child forked after its
+    parent searched (its pool's threads did not survive the fork) still gets its answer."""
+    store = str(tmp_path / "forked.duckdb")
+    proc = run_python(f"""
+        import os, signal
+        from opentelemetry.sdk.trace import TracerProvider
+        import traceduck
+
+        traceduck.configure({store!r}, tracer_provider=TracerProvider(), writer_process=False)
+
+        @traceduck.trace
+        def step(x):
+            return x
+
+        step(1)
+        traceduck.flush()
+        print("parent", len(traceduck.search_traces(return_type="list")[0].data.spans), flush=True)
+        traceduck.shutdown()
+        pid = os.fork()
+        if pid == 0:
+            signal.alarm(30)  # a hang fails the test instead of blocking it
+            traceduck.configure({store!r}, tracer_provider=TracerProvider(), writer_process=False)
+            traces = traceduck.search_traces(return_type="list")
+            print("child", len(traces), len(traces[0].data.spans), flush=True)
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        assert status == 0, status
+    """)
+    assert proc.stdout.split() == ["parent", "1", "child", "1", "1"]

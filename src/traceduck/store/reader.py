@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import duckdb
@@ -199,6 +202,36 @@ def assessments_for(con: duckdb.DuckDBPyConnection, keys: list[tuple[str, str]])
     return out
 
 
+#: Runs a page's assessment lookup while its span lookup runs (DuckDB releases the GIL): each
+#: costs DuckDB several milliseconds whatever the page, so together they take one's time. One
+#: per process: a forked child gets its own (the parent's threads did not survive the fork).
+_lookups: tuple[int, ThreadPoolExecutor] | None = None
+_lookups_lock = threading.Lock()
+
+
+def _lookup_pool() -> ThreadPoolExecutor:
+    global _lookups
+    with _lookups_lock:
+        if _lookups is None or _lookups[0] != os.getpid():
+            _lookups = (os.getpid(), ThreadPoolExecutor(max_workers=2, thread_name_prefix="traceduck-read"))
+        return _lookups[1]
+
+
+def _own_cursor(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """A cursor of ``con`` on the same database (a connection serves one thread at a time)."""
+    database = con.execute("SELECT current_database()").fetchall()[0][0]
+    cursor = con.cursor()
+    cursor.execute('USE "' + database.replace('"', '""') + '"')
+    return cursor
+
+
+def _assessments_on(cursor: duckdb.DuckDBPyConnection, ids: list[tuple[str, str]]) -> dict[str, list[Assessment]]:
+    try:
+        return assessments_for(cursor, ids)
+    finally:
+        cursor.close()
+
+
 def traces_from_rows(con: duckdb.DuckDBPyConnection, rows: list[tuple], include_spans: bool = True,
                      bounded: bool = True) -> list[Trace]:
     """``Trace`` objects for ``traces`` rows selected with :data:`TRACE_INFO_SQL`, in row order."""
@@ -213,8 +246,13 @@ def traces_from_rows(con: duckdb.DuckDBPyConnection, rows: list[tuple], include_
                 min(i.request_time for i in infos) - SPAN_WINDOW_BEFORE_MS,
                 max(i.request_time + (i.execution_duration or 0) for i in infos) + SPAN_WINDOW_AFTER_MS,
             )
-        spans = spans_for(con, ids, window, omitted)
-    assessments = assessments_for(con, ids)
+        beside = _lookup_pool().submit(_assessments_on, _own_cursor(con), ids)
+        try:
+            spans = spans_for(con, ids, window, omitted)
+        finally:
+            assessments = beside.result()
+    else:
+        assessments = assessments_for(con, ids)
     for info in infos:
         info.assessments = assessments.get(info.trace_id, [])
     return [Trace(info, TraceData(spans.get(info.trace_id, []), omitted.get(info.trace_id, 0))) for info in infos]
