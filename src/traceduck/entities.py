@@ -56,7 +56,16 @@ class Assessment:
     project: str = "default"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The assessment as plain data (as ``dataclasses.asdict`` gives it, without its deep copy:
+        the value and metadata are shared with this assessment)."""
+        data = {name: getattr(self, name) for name in _ASSESSMENT_FIELDS}
+        data["source"] = {"source_type": self.source.source_type, "source_id": self.source.source_id}
+        if self.error is not None:
+            data["error"] = {"error_message": self.error.error_message, "error_code": self.error.error_code}
+        return data
+
+
+_ASSESSMENT_FIELDS = tuple(f.name for f in fields(Assessment))
 
 
 @dataclass
