@@ -10,8 +10,9 @@ were not acknowledged, so the exporters send them again.
 A transaction costs DuckDB tens of milliseconds whatever its size, and exporters send their next
 request only once the last one is acknowledged, so the requests of one transaction come back
 together. The writer therefore waits (at most ``gather_seconds``) for requests still being
-decoded, and for as many requests as its last transaction acknowledged, to join the transaction
-it is about to write: fewer, larger transactions. A lone sender's request waits for nobody.
+decoded, and for as many requests as the largest of its recent transactions acknowledged, to join
+the transaction it is about to write: fewer, larger transactions. A lone sender's request waits
+for nobody.
 
 The counters exist for the whole collector (``stats``: health, and what an open collector shows)
 and per project (``stats_for``): a key of one project sees only its own project's traffic, so
@@ -74,8 +75,9 @@ class IngestQueue:
         self.gather_seconds = gather_seconds
         #: Requests being decoded now: they will most likely be submitted in a moment.
         self._decoding = 0
-        #: Requests the last transaction acknowledged: their senders are likely to send again.
-        self._last_requests = 0
+        #: Requests of each recent write: senders acknowledged together send again together, so
+        #: a write waits for as many as the most of these (phases of 3 + 1 would otherwise persist).
+        self._recent_requests: deque[int] = deque(maxlen=8)
         self.stats = IngestStats()
         #: The same counters per project, for requests made with a key of that project.
         self._by_project: dict[str, IngestStats] = {}
@@ -172,9 +174,10 @@ class IngestQueue:
                     spans += len(item[0])
                     taken.append(item)
                 left = deadline - time.monotonic()
-                expected = self._decoding or len(taken) < self._last_requests
+                expected = self._decoding or len(taken) < max(self._recent_requests, default=0)
                 if self._items or not expected or self._stopping or left <= 0 or not taken:
-                    self._last_requests = len(taken)
+                    if taken:
+                        self._recent_requests.append(len(taken))
                     return taken  # full, nothing more coming, or waited long enough
                 self._cond.wait(left)  # a request on its way joins this transaction
 
