@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,13 +125,13 @@ def _worth_probing(node: Node | None) -> bool:
 
 
 def _page_rows(con: duckdb.DuckDBPyConnection, query: SearchQuery, project: str | None,
-               seek_values: list[Any] | None, statement: Any) -> list[tuple]:
+               seek_values: list[Any] | None, statement: Callable[[int | None], tuple[str, list[Any]]]) -> list[tuple]:
     """The page's rows: with probes of recent windows first when the order is newest first."""
     newest_first = query.terms[0].field == _TIMESTAMP and not query.terms[0].ascending
     if query.page_size is not None and newest_first and _worth_probing(query.node):
         bounds = con.execute(
-            "SELECT min(request_time), max(request_time) FROM traces" + (" WHERE project = ?" if project else ""),
-            [project] if project else [],
+            "SELECT min(request_time), max(request_time) FROM traces" + (" WHERE project = ?" if project is not None else ""),
+            [project] if project is not None else [],
         ).fetchall()[0]
         if bounds[0] is not None:
             high = bounds[1] if seek_values is None or seek_values[0] is None else min(bounds[1], seek_values[0])

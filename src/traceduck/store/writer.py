@@ -135,10 +135,9 @@ _IDENTITY = _entries(
     ("trace.session", f"coalesce({_attr('gen_ai.conversation.id')}, {_attr('session.id')},"
                       f" {_attr('mlflow.trace.session')})"),
 )
-_HAS_IDENTITY = (
-    "regexp_matches(attributes, '\"(enduser\\.id|user\\.id|session\\.id|gen_ai\\.conversation\\.id"
-    "|mlflow\\.trace\\.(user|session))\"')"
-)
+#: The OTel identity attribute keys, as they appear in a span's attributes JSON.
+_IDENTITY_PATTERN = r'"(enduser\.id|user\.id|session\.id|gen_ai\.conversation\.id|mlflow\.trace\.(user|session))"'
+_HAS_IDENTITY = f"regexp_matches(attributes, '{_IDENTITY_PATTERN}')"
 
 #: Trace fields that the fast path below computes exactly as the general one: no JSON ``null``
 #: (a merge patch would delete the key; looked for in the text, where a false alarm only costs
@@ -235,7 +234,7 @@ FROM tagged
 _TRACE_ROWS_SQL = _trace_rows_sql(general=True)
 _SIMPLE_TRACE_ROWS_SQL = _trace_rows_sql(general=False)
 
-_IDENTITY_KEYS = re.compile(r'"(enduser\.id|user\.id|session\.id|gen_ai\.conversation\.id|mlflow\.trace\.(user|session))"')
+_IDENTITY_KEYS = re.compile(_IDENTITY_PATTERN)
 _FIELDS_INDEX = RAW_COLUMNS.index("trace_fields")
 
 
