@@ -165,8 +165,8 @@ def _trace_rows_sql(general: bool) -> str:
     batch. Without ``general`` every row of the batch is known to qualify for the fast path
     (:func:`_all_simple`), and the statement is smaller: cheaper to plan for a small batch.
     """
-    fast = (f"coalesce((r.trace_fields IS NULL OR {_SIMPLE_FIELDS}) AND coalesce(i.simple, true)"
-            f" AND NOT (r.is_root AND r.attributes IS NOT NULL AND {_HAS_IDENTITY}), false)") if general else "true"
+    fast = (f", coalesce((r.trace_fields IS NULL OR {_SIMPLE_FIELDS}) AND coalesce(i.simple, true)"
+            f" AND NOT (r.is_root AND r.attributes IS NOT NULL AND {_HAS_IDENTITY}), false) AS fast") if general else ""
     own_metadata, own_tags = _object("json_extract(tf, '$.metadata')"), _object("json_extract(tf, '$.tags')")
     merged_meta = f"CAST(json_merge_patch(coalesce(TRY_CAST(implicit AS JSON), '{{}}'::JSON), {own_metadata}) AS VARCHAR)"
     plain_text = "TRY_CAST(CAST(meta_json AS JSON) AS MAP(VARCHAR, VARCHAR))"
@@ -188,8 +188,7 @@ def _trace_rows_sql(general: bool) -> str:
     return f"""
 WITH base AS MATERIALIZED (
     SELECT r.trace_id, r.seq, r.project, r.is_root, r.name, r.status, r.start_time_ns, r.end_time_ns,
-           r.span_id, r.inputs, r.outputs, r.attributes, i.implicit, TRY_CAST(r.trace_fields AS JSON) AS tf,
-           {fast} AS fast
+           r.span_id, r.inputs, r.outputs, r.attributes, i.implicit, TRY_CAST(r.trace_fields AS JSON) AS tf{fast}
     FROM _td_raw r
     LEFT JOIN _td_impl i
       ON r.is_root AND i.idx = r.resource
