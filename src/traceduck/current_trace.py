@@ -71,11 +71,10 @@ def update_current_trace(
         fields["state"] = upper
 
     span = otel_trace.get_current_span()
-    ctx = span.get_span_context()
-    if not ctx.is_valid or not span.is_recording():
+    if not span.is_recording():  # also the invalid span outside any trace
         _warn_outside_trace()
         return
-    carrier = carrier_for(span, ctx.trace_id)  # type: ignore[arg-type]
+    carrier = carrier_for(span, span.get_span_context().trace_id)  # type: ignore[arg-type]
     if carrier is None:
         _warn_outside_trace()
         return

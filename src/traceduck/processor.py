@@ -1,7 +1,7 @@
 """``StoreSpanProcessor``: hand finished spans to a background writer, never block the app.
 
-``on_end`` runs on the application's thread, so it only turns the span into a small tuple (a few
-µs; the span object is freed at once) and appends it to a bounded queue. One writer thread drains
+``on_end`` runs on the application's thread, so it only takes the span's values into a small
+tuple (about a microsecond; the span object is freed at once) and appends it to a bounded queue. One writer thread drains
 the queue in batches and writes each batch to the store in one transaction; the heavy work of a
 batch runs in DuckDB with the GIL released, so the writer keeps up even while several application
 threads hold the GIL in turn. A full queue drops the span and counts it (with a rate-limited warning)
@@ -24,7 +24,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from .errors import StoreBusyError, StoreLockedError
-from .raw_spans import RawSpans, ResourceRegistry, readable_row
+from .raw_spans import RawSpans, ResourceRegistry, span_record
 
 logger = logging.getLogger("traceduck")
 
@@ -215,11 +215,11 @@ class StoreSpanProcessor(QueuedSpanProcessor):
     """Write finished spans to a trace store (a DuckDB file, through the writer process)."""
 
     def _prepare(self, span: ReadableSpan) -> Any:
-        return readable_row(span, self._resources, self.default_project)  # the span is freed now
+        return span_record(span, self._resources)  # the span is freed now
 
     def _write(self, items: list[Any]) -> None:
         raw = RawSpans(self.default_project, list(self._resources.json))
-        raw.add_rows(items)
+        raw.add_records(items)  # made rows by the writer process, or on this thread if there is none
         self._write_raw(raw)
 
     def _write_raw(self, raw: RawSpans) -> None:

@@ -5,6 +5,11 @@ received by the collector. Both are appended here as ids, times, traceduck's own
 the remaining attributes as one JSON object. The writer thread shares the GIL with the
 application, so this is all the Python work per span: the store builds trace rows in SQL.
 Because both sources meet here, a trace reads back identically either way.
+
+A span finished in this process is first kept as a *record* (:func:`span_record`): the span's
+values as they are (integer ids, the attributes as a dict), taken in about a microsecond on the
+application's thread. Records become rows only where the batch is written: in the writer process
+(the default for a local store, off the application's GIL) or on the writer thread.
 """
 
 from __future__ import annotations
@@ -136,14 +141,31 @@ class RawSpans:
 
     def __init__(self, default_project: str = "default", resources: list[str] | None = None) -> None:
         self.default_project = default_project
-        self.rows: list[tuple[Any, ...]] = []
+        self._rows: list[tuple[Any, ...]] = []
+        #: Span records (see :func:`span_record`) not yet turned into rows.
+        self.records: list[tuple[Any, ...]] = []
         #: JSON of each distinct OTel Resource; spans refer to them by index.
         self.resources: list[str] = resources if resources is not None else []
         self._resource_index: dict[int, tuple[Any, int]] = {}
         self._keys: tuple[list[tuple[str, str]], set[tuple[str, str]], bool] | None = None
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self._rows) + len(self.records)
+
+    @property
+    def rows(self) -> list[tuple[Any, ...]]:
+        """One tuple per span in :data:`RAW_SCHEMA` order (pending records are converted first)."""
+        if self.records:
+            records, self.records = self.records, []
+            default_project = self.default_project
+            self._rows.extend([record_row(record, default_project) for record in records])
+        return self._rows
+
+    @rows.setter
+    def rows(self, rows: list[tuple[Any, ...]]) -> None:
+        self._rows = rows
+        self.records = []
+        self._keys = None
 
     def _index_rows(self) -> tuple[list[tuple[str, str]], set[tuple[str, str]], bool]:
         if self._keys is None:
@@ -244,8 +266,21 @@ class RawSpans:
         self._keys = None
 
     def add_rows(self, rows: list[tuple[Any, ...]]) -> None:
-        """Append rows made by :func:`readable_row` (with indices into this batch's resources)."""
+        """Append rows in :data:`RAW_SCHEMA` order (resource indices into this batch's resources)."""
         self.rows.extend(rows)
+        self._keys = None
+
+    def unconverted(self) -> tuple[list[tuple[Any, ...]], list[Any]]:
+        """The rows so far and the records not yet converted, as they are."""
+        return self._rows, self.records
+
+    def add_records(self, records: list[Any]) -> None:
+        """Append span records made by :func:`span_record` (resource indices into this batch's
+        resources); they are turned into rows when the rows are first read."""
+        if self._rows or self.records:
+            self.records.extend(records)
+        else:
+            self.records = list(records)
         self._keys = None
 
 
@@ -271,40 +306,67 @@ def _row(trace_id: str, span_id: str, parent_span_id: str | None, parent_is_remo
     )  # fmt: skip
 
 
-_KIND_NAMES = {kind: kind.name for kind in SpanKind}
+_KIND_NAMES = {kind.value: kind.name for kind in SpanKind}
+_STATUS_NAMES = {code.value: name for code, name in _STATUS.items()}
+_U64 = (1 << 64) - 1
+
+#: Positions in a span record (see :func:`span_record`).
+(_R_TRACE_HI, _R_TRACE_LO, _R_SPAN, _R_PARENT, _R_REMOTE, _R_NAME, _R_KIND, _R_START, _R_END, _R_STATUS,
+ _R_MESSAGE, _R_ATTRIBUTES, _R_EVENTS, _R_RESOURCE, _R_DROPPED_ATTRIBUTES, _R_DROPPED_EVENTS) = range(16)  # fmt: skip
 
 
-def readable_row(span: ReadableSpan, resources: ResourceRegistry, default_project: str) -> tuple[Any, ...]:
-    """A finished OTel SDK span as a row (its resource an index into ``resources``).
+def span_record(span: ReadableSpan, resources: ResourceRegistry) -> tuple[Any, ...]:
+    """A finished OTel SDK span as a record: its values as they are, nothing formatted.
 
-    Cheap enough for ``SpanProcessor.on_end``: the queue then holds small tuples instead of
-    span objects, and the writer thread has almost nothing left to do in Python.
+    This is all ``SpanProcessor.on_end`` does on the application's thread (the span object is
+    freed at once). Every item is a JSON value orjson encodes as is (the 128-bit trace id in two
+    64-bit halves), so a batch of records goes to the writer process in one C call, which turns
+    them into rows (:func:`record_row`) off the application's GIL.
     """
     ctx = span.context
+    trace_id = ctx.trace_id
     parent = span.parent
     status = span.status
-    attrs = span.attributes
-    attributes = attrs.copy() if attrs else {}  # a plain dict copy of the span's attributes
+    attributes = span.attributes
     events = span.events
-    if span.dropped_attributes:  # beyond the SDK's SpanLimits (128 attributes by default)
-        attributes[attr.DROPPED_ATTRIBUTES] = span.dropped_attributes
-    if span.dropped_events:
-        attributes[attr.DROPPED_EVENTS] = span.dropped_events
+    resource = span.resource
+    return (
+        trace_id >> 64, trace_id & _U64, ctx.span_id,
+        parent.span_id if parent is not None else None, parent is not None and parent.is_remote,
+        span.name, span.kind.value, span.start_time or 0, span.end_time,
+        status.status_code.value, status.description,
+        attributes.copy() if attributes else None,  # a plain dict copy of the span's attributes
+        [{"name": e.name, "timestamp_ns": e.timestamp, "attributes": dict(e.attributes or {})}
+         for e in events] if events else None,
+        resources.index(resource.attributes if resource is not None else _NO_RESOURCE),
+        span.dropped_attributes, span.dropped_events,
+    )  # fmt: skip
+
+
+def record_row(record: Any, default_project: str) -> tuple[Any, ...]:
+    """The row of a span record (a tuple, or the list it reads back as from JSON)."""
+    attributes = record[_R_ATTRIBUTES] or {}  # the record's own dict: a record is converted once
+    if record[_R_DROPPED_ATTRIBUTES]:  # beyond the SDK's SpanLimits (128 attributes by default)
+        attributes[attr.DROPPED_ATTRIBUTES] = record[_R_DROPPED_ATTRIBUTES]
+    if record[_R_DROPPED_EVENTS]:
+        attributes[attr.DROPPED_EVENTS] = record[_R_DROPPED_EVENTS]
+    parent = record[_R_PARENT]
+    events = record[_R_EVENTS]
     return _row(
-        "%032x" % ctx.trace_id,
-        "%016x" % ctx.span_id,
-        "%016x" % parent.span_id if parent is not None else None,
-        parent is not None and parent.is_remote,
-        span.name,
-        _KIND_NAMES.get(span.kind, "INTERNAL"),
-        span.start_time or 0,
-        span.end_time,
-        _STATUS.get(status.status_code, "UNSET"),
-        status.description,
+        "%016x%016x" % (record[_R_TRACE_HI], record[_R_TRACE_LO]),
+        "%016x" % record[_R_SPAN],
+        "%016x" % parent if parent is not None else None,
+        record[_R_REMOTE],
+        record[_R_NAME],
+        _KIND_NAMES.get(record[_R_KIND], "INTERNAL"),
+        record[_R_START],
+        record[_R_END],
+        _STATUS_NAMES.get(record[_R_STATUS], "UNSET"),
+        record[_R_MESSAGE],
         attributes,
-        dumps([{"name": e.name, "timestamp_ns": e.timestamp, "attributes": dict(e.attributes or {})}
-               for e in events]) if events else None,
-        resources.index(span.resource.attributes if span.resource is not None else _NO_RESOURCE),
+        dumps(events) if events else None,
+        record[_R_RESOURCE],
         None,
         default_project,
     )  # fmt: skip
+

@@ -129,16 +129,22 @@ def release_preview(carrier: TraceCarrier, outputs: str | None) -> None:
         carrier.update({}, {}, {"response_preview": outputs[:PREVIEW_CHARS]}, auto=True)
 
 
-def release_root(span: Span) -> None:
-    """Write the carrier's fields onto a root started by traceduck, just before it ends."""
+def release_root(span: Span, extra: dict[str, Any] | None = None) -> None:
+    """Write the carrier's fields onto a root started by traceduck, just before it ends, with
+    ``extra`` attributes (its outputs) in the same update."""
     carrier = _carriers.get(span.get_span_context().trace_id)
     if carrier is None or carrier.span is not span:
+        if extra:
+            span.set_attributes(extra)
         return
     with carrier.lock:
         carrier.lazy = False  # updates from other threads after this point are written at once
         if carrier.dirty:
             carrier.dirty = False
-            span.set_attribute(attr.TRACE_FIELDS, carrier.serialized())
+            extra = dict(extra) if extra else {}
+            extra[attr.TRACE_FIELDS] = carrier.serialized()
+        if extra:
+            span.set_attributes(extra)
 
 
 class RootSpanTracker(SpanProcessor):

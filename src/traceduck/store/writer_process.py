@@ -4,10 +4,10 @@ DuckDB's Python client takes the GIL between the small tasks a query is executed
 application whose threads keep the GIL busy, every one of those takes waits its turn: measured
 here, a batch written during a 4-thread burst took the whole burst (9 s) instead of 0.4 s. So the
 local writer hands each batch over a pipe to a child process that owns nothing but
-the DuckDB work; the application process only turns spans into rows.
+the DuckDB work; the application process only takes each span's values.
 
-The application sends each batch's rows as one JSON document (see ``_encode``); the child
-builds the Arrow tables and runs the SQL. The child is started with ``python -m traceduck.store.writer_process PATH`` (never
+The application sends each batch's span records as one JSON document (see ``_encode``); the child
+turns them into rows, builds the Arrow tables and runs the SQL. The child is started with ``python -m traceduck.store.writer_process PATH`` (never
 ``multiprocessing``, which would re-import the application's ``__main__``), reads length-prefixed
 frames from stdin and answers each with a JSON frame on stdout. It exits when stdin closes, so it
 never outlives the application. The application process keeps the store's writer lock; the
@@ -77,16 +77,18 @@ def _detectors() -> dict[str, Any] | None:
 def _encode(raw: RawSpans, linger: bool) -> bytes:
     """The batch as ONE orjson call: C code that holds the GIL once, for a few milliseconds.
 
-    (Building Arrow here instead costs hundreds of GIL hand-offs, each a long wait while the
-    application's threads are busy.)
+    Span records go as they are and become rows in the child. (Building rows or Arrow here instead
+    costs the application's GIL: microseconds per span, or hundreds of GIL hand-offs.)
     """
+    rows, records = raw.unconverted()
     payload = {"default_project": raw.default_project, "linger": linger, "resources": raw.resources,
-               "rows": raw.rows, "pii_detectors": _detectors()}  # fmt: skip
+               "rows": rows, "records": records, "pii_detectors": _detectors()}  # fmt: skip
     try:
         return orjson.dumps(payload)
-    except TypeError:  # lone surrogates in some string: replace them, keep the batch
+    except TypeError:  # beyond orjson (an integer past 64 bits, a lone surrogate): rows made here,
+        # where ``dumps`` falls back to the standard library; lone surrogates are replaced
         raw.rows = [tuple(clean_text(v) if isinstance(v, str) else v for v in row) for row in raw.rows]
-        return orjson.dumps({**payload, "rows": raw.rows})
+        return orjson.dumps({**payload, "rows": raw.rows, "records": []})
 
 
 _loaded_detectors: list[Any] = []
@@ -101,6 +103,7 @@ def _decode(frame: bytes) -> tuple[RawSpans, bool]:
         _loaded_detectors[:] = refs
     raw = RawSpans(data["default_project"], data["resources"])
     raw.add_rows([tuple(row) for row in data["rows"]])
+    raw.add_records(data["records"])
     return raw, bool(data["linger"])
 
 
