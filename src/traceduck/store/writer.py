@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from ..raw_spans import RAW_COLUMNS, RawSpans
 from ..trace_rows import TRACE_COLUMNS, TraceRow
+from . import plain_rows
 from .assessments import JOIN_PENDING_SQL
 
 _RESOURCE_INDEX = RAW_COLUMNS.index("resource")
@@ -258,6 +259,15 @@ def _all_simple(raw: RawSpans, implicit: pa.Table) -> bool:
     return True
 
 
+def _plain_rows(raw: RawSpans, implicit: pa.Table, stored_at: int) -> pa.Table | None:
+    """The batch's trace rows built in Python when every trace is plain (see plain_rows)."""
+    if not all(implicit.column("simple").to_pylist()):
+        return None
+    by_pair = dict(zip(zip(implicit.column("idx").to_pylist(), implicit.column("default_metadata").to_pylist()),
+                       implicit.column("implicit").to_pylist()))  # fmt: skip
+    return plain_rows.plain_trace_rows(raw, by_pair, stored_at, _IDENTITY_KEYS)
+
+
 #: LLM response ids (``gen_ai.response.id``) so feedback can name a trace by them.
 _RESPONSES_SQL = (
     "INSERT INTO llm_responses (response_id, trace_id, span_id, project)"
@@ -308,6 +318,8 @@ def _llm_calls_sql(dedupe: bool) -> str:
 
 
 _INSERT_COLUMNS = ", ".join(TRACE_COLUMNS)
+_PLAIN_SELECT = ", ".join("CAST(trace_id AS UUID)" if c == "trace_id" else c for c in plain_rows.COLUMNS)
+assert plain_rows.COLUMNS == TRACE_COLUMNS
 _ROW_SELECT = ", ".join("CAST(hex_id AS UUID)" if c == "trace_id" else c for c in TRACE_COLUMNS)
 _ROW_FIELDS = ", ".join("hex_id AS trace_id" if c == "trace_id" else c for c in TRACE_COLUMNS)
 
@@ -531,10 +543,15 @@ def write_batch(
         conflicts |= _existing(con, raw)  # one more call: which roots' traces are already stored
     if not conflicts:
         low, high = raw.start_range() if len(raw) else (0, 0)
+        _td_rows = _plain_rows(raw, _td_impl, params["stored_at"])  # noqa: F841
+        if _td_rows is not None:  # every trace plain: its rows built in Python (see plain_rows)
+            traces_sql = f"INSERT INTO traces ({_INSERT_COLUMNS}) SELECT {_PLAIN_SELECT} FROM _td_rows"
+        else:
+            traces_sql = (f"INSERT INTO traces ({_INSERT_COLUMNS}) SELECT {_ROW_SELECT} FROM"
+                          f" ({_SIMPLE_TRACE_ROWS_SQL if _all_simple(raw, _td_impl) else _TRACE_ROWS_SQL})")
         statements = [
             _spans_insert_sql(dedupe_spans),
-            f"INSERT INTO traces ({_INSERT_COLUMNS}) SELECT {_ROW_SELECT} FROM"
-            f" ({_SIMPLE_TRACE_ROWS_SQL if _all_simple(raw, _td_impl) else _TRACE_ROWS_SQL})",
+            traces_sql,
             *((_RESPONSES_SQL, _llm_calls_sql(dedupe_spans)) if _has_llm_calls(raw) else ()),
             *((JOIN_PENDING_SQL,) if _has_pending(con) else ()),
         ]
