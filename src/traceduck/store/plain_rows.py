@@ -22,9 +22,8 @@ import pyarrow as pa
 
 from ..metadata import string_form
 from ..raw_spans import RAW_COLUMNS, RawSpans
-
-#: Characters of a root's inputs/outputs kept as the trace's preview (as ``writer.PREVIEW_CHARS``).
-PREVIEW_CHARS = 1000
+from ..roots import PREVIEW_CHARS
+from ..trace_rows import TRACE_COLUMNS
 
 _TRACE, _SPAN, _IS_ROOT, _PROJECT, _NAME, _START, _END, _STATUS, _ATTRIBUTES, _RESOURCE = (
     RAW_COLUMNS.index(c) for c in ("trace_id", "span_id", "is_root", "project", "name", "start_time_ns",
@@ -37,12 +36,6 @@ _TEXT_FIELDS = ("state", "client_request_id", "request_preview", "response_previ
 _KNOWN_FIELDS = frozenset((*_TEXT_FIELDS, "metadata", "tags"))
 _MAP = pa.map_(pa.string(), pa.string())
 
-#: Columns of the table :func:`plain_trace_rows` returns (``trace_id`` as 32 hex digits).
-COLUMNS = (
-    "trace_id", "project", "name", "state", "request_time", "execution_duration", "end_time",
-    "client_request_id", "trace_user", "session_id", "environment", "request_preview",
-    "response_preview", "tags", "metadata", "metadata_json", "root_span_id", "stored_at",
-)  # fmt: skip
 
 
 class NotPlain(Exception):
@@ -56,7 +49,7 @@ def _preview(text: str | None) -> str | None:
 
 
 def _scalar(value: Any) -> bool:
-    return isinstance(value, (str, int, float)) and (not isinstance(value, float) or value == value)
+    return isinstance(value, (str, int, float))  # bool is an int; JSON has no NaN
 
 
 def _implicit(implicit_json: str | None) -> dict[str, Any]:
@@ -71,7 +64,8 @@ def _implicit(implicit_json: str | None) -> dict[str, Any]:
 def plain_trace_rows(raw: RawSpans, implicit: dict[tuple[int, str | None], str | None],
                      stored_at: int, identity: re.Pattern[str]) -> pa.Table | None:  # fmt: skip
     """The trace rows of a batch whose every trace-row source is a root (no patches), as an
-    Arrow table in :data:`COLUMNS` order; ``None`` when some trace is not plain.
+    Arrow table of ``TRACE_COLUMNS`` (``trace_id`` as 32 hex digits); ``None`` when some trace
+    is not plain.
 
     ``implicit``: the implicit metadata JSON of each (resource index, defaults) of the roots;
     ``identity``: the pattern of OTel identity attribute keys in a span's attributes JSON.
@@ -85,7 +79,7 @@ def plain_trace_rows(raw: RawSpans, implicit: dict[tuple[int, str | None], str |
 def _rows(raw: RawSpans, implicit: dict[tuple[int, str | None], str | None], stored_at: int,
           identity: re.Pattern[str]) -> pa.Table:  # fmt: skip
     parsed = {key: _implicit(text) for key, text in implicit.items()}
-    out: list[list[Any]] = [[] for _ in COLUMNS]
+    out: list[list[Any]] = [[] for _ in TRACE_COLUMNS]
     (trace_ids, projects, names, states, request_times, durations, end_times, client_ids, users,
      sessions, environments, request_previews, response_previews, tags_col, meta_col, meta_json_col,
      root_span_ids, stored) = out  # fmt: skip
@@ -154,5 +148,5 @@ def _rows(raw: RawSpans, implicit: dict[tuple[int, str | None], str | None], sto
         stored.append(stored_at)
     types = {"request_time": pa.int64(), "execution_duration": pa.int64(), "end_time": pa.int64(),
              "stored_at": pa.int64(), "tags": _MAP, "metadata": _MAP}  # fmt: skip
-    return pa.table([pa.array(values, types.get(name, pa.string())) for name, values in zip(COLUMNS, out)],
-                    names=list(COLUMNS))  # fmt: skip
+    return pa.table([pa.array(values, types.get(name, pa.string())) for name, values in zip(TRACE_COLUMNS, out)],
+                    names=list(TRACE_COLUMNS))  # fmt: skip

@@ -20,6 +20,7 @@ import orjson
 import pyarrow as pa
 
 from ..raw_spans import RAW_COLUMNS, RawSpans
+from ..roots import PREVIEW_CHARS
 from ..trace_rows import TRACE_COLUMNS, TraceRow
 from . import plain_rows
 from .assessments import JOIN_PENDING_SQL
@@ -32,7 +33,6 @@ _ATTRIBUTES_INDEX = RAW_COLUMNS.index("attributes")
 
 #: Trace fields waiting for a root span that has not been stored yet.
 MAX_PENDING_PATCHES = 10_000
-PREVIEW_CHARS = 1000
 
 
 def _attr(key: str) -> str:
@@ -326,8 +326,7 @@ def _llm_calls_sql(dedupe: bool) -> str:
 
 
 _INSERT_COLUMNS = ", ".join(TRACE_COLUMNS)
-_PLAIN_SELECT = ", ".join("CAST(trace_id AS UUID)" if c == "trace_id" else c for c in plain_rows.COLUMNS)
-assert plain_rows.COLUMNS == TRACE_COLUMNS
+_PLAIN_SELECT = ", ".join("CAST(trace_id AS UUID)" if c == "trace_id" else c for c in TRACE_COLUMNS)
 _ROW_SELECT = ", ".join("CAST(hex_id AS UUID)" if c == "trace_id" else c for c in TRACE_COLUMNS)
 _ROW_FIELDS = ", ".join("hex_id AS trace_id" if c == "trace_id" else c for c in TRACE_COLUMNS)
 
