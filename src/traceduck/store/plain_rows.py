@@ -23,6 +23,7 @@ import pyarrow as pa
 from ..metadata import string_form
 from ..raw_spans import RAW_COLUMNS, RawSpans
 from ..roots import PREVIEW_CHARS
+from ..serialize import preview
 from ..trace_rows import TRACE_COLUMNS
 
 _TRACE, _SPAN, _IS_ROOT, _PROJECT, _NAME, _START, _END, _STATUS, _ATTRIBUTES, _RESOURCE = (
@@ -40,12 +41,6 @@ _MAP = pa.map_(pa.string(), pa.string())
 
 class NotPlain(Exception):
     """Some trace of the batch needs the SQL statements."""
-
-
-def _preview(text: str | None) -> str | None:
-    if text is None or len(text) <= PREVIEW_CHARS:
-        return text
-    return text[: PREVIEW_CHARS - 3] + "..."
 
 
 def _scalar(value: Any) -> bool:
@@ -137,10 +132,10 @@ def _rows(raw: RawSpans, implicit: dict[tuple[int, str | None], str | None], sto
         users.append(tags.get("trace.user"))
         sessions.append(tags.get("trace.session"))
         environments.append(tags.get("trace.environment"))
-        preview = text_fields.get("request_preview")
-        request_previews.append(preview if preview is not None else _preview(row[_INPUTS]))
-        preview = text_fields.get("response_preview")
-        response_previews.append(preview if preview is not None else _preview(row[_OUTPUTS]))
+        text = text_fields.get("request_preview")
+        request_previews.append(text if text is not None else preview(row[_INPUTS], PREVIEW_CHARS))
+        text = text_fields.get("response_preview")
+        response_previews.append(text if text is not None else preview(row[_OUTPUTS], PREVIEW_CHARS))
         tags_col.append(list(tags.items()))
         meta_col.append(list(meta_text.items()))
         meta_json_col.append(orjson.dumps(metadata).decode())
