@@ -2,9 +2,8 @@
 
 Spans reach the store from the OTel SDK in this process (``ReadableSpan``) and from OTLP messages
 received by the collector. Both are appended here as ids, times, traceduck's own attributes and
-the remaining attributes as one JSON object. The writer thread shares the GIL with the
-application, so this is all the Python work per span: the store builds trace rows in SQL.
-Because both sources meet here, a trace reads back identically either way.
+the remaining attributes as one JSON object; the store builds the stored rows from these. Because
+both sources meet here, a trace reads back identically either way.
 
 A span finished in this process is first kept as a *record* (:func:`span_record`): the span's
 values as they are (integer ids, the attributes as a dict), taken in about a microsecond on the

@@ -1,9 +1,10 @@
-"""Write a batch of raw spans into DuckDB: spans and trace rows built in SQL, one transaction.
+"""Write a batch of raw spans into DuckDB: spans and trace rows in one transaction.
 
-The writer thread shares the GIL with the application, so the per-span work happens here in
-DuckDB (GIL released, vectorised): parsing the attributes, extracting inputs, outputs and trace
-fields, merging metadata, auto-tags and previews. Traces that must be merged with something
-already known (see :mod:`traceduck.trace_rows`) are the rare exception handled in Python.
+The per-span work happens in DuckDB (GIL released, vectorised): parsing the attributes,
+extracting inputs, outputs and trace fields, merging metadata, auto-tags and previews. Two
+exceptions are done in Python: the trace rows of a small batch of plain traces (see
+:mod:`.plain_rows`: cheaper than planning the SQL statement), and traces that must be merged with
+something already known (see :mod:`traceduck.trace_rows`).
 """
 
 from __future__ import annotations
