@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections import defaultdict
@@ -22,7 +21,7 @@ from ..entities import (
     TraceData,
     TraceInfo,
 )
-from ..serialize import from_json
+from ..serialize import from_json, loads
 
 HEX_ID = "replace(CAST({col} AS VARCHAR), '-', '')"
 
@@ -37,24 +36,23 @@ TRACE_INFO_SQL = (
 #: trace's ``data.omitted_spans`` says how many more are stored. Bounds the memory of reading a
 #: trace of a million spans.
 MAX_SPANS_PER_TRACE = 10_000
-#: The spans of the traces in ``_td_ids`` that have at most ``{limit}`` spans (in the window), in
-#: two phases: the matching rows are found on the narrow id columns, then only those rows are read
-#: whole. Joining the wide columns directly made DuckDB read them for every span in the window
-#: (2.5x slower for a page of traces spread over weeks at 1M traces).
+#: The spans of the traces ``?`` (a list of trace ids) of project ``?`` that have at most
+#: ``{limit}`` spans (in the window), in two phases: the matching rows are found on the narrow id
+#: columns, then only those rows are read whole. Joining the wide columns directly made DuckDB
+#: read them for every span in the window (2.5x slower for a page of traces spread over weeks at
+#: 1M traces). The ids go in as one list parameter (registering them as an Arrow table cost more).
 _SPAN_SQL = (
     f"SELECT {HEX_ID.format(col='trace_id')}, span_id, parent_span_id, name, span_type, kind,"
     " start_time_ns, end_time_ns, status, status_message, attributes, inputs, outputs, events"
-    " FROM spans WHERE rowid IN (SELECT rid FROM ("
-    "  SELECT s.rowid AS rid, count(*) OVER (PARTITION BY s.trace_id, s.project) AS n FROM spans s"
-    "  JOIN (SELECT DISTINCT CAST(trace_id AS UUID) AS tid, project FROM _td_ids) i"
-    "  ON s.trace_id = i.tid AND s.project = i.project{window}) WHERE n <= {limit})"
+    " FROM spans WHERE rowid IN (SELECT s.rowid FROM spans s"
+    "  WHERE s.trace_id IN (SELECT CAST(unnest(?) AS UUID)) AND s.project = ?{window}"
+    "  QUALIFY count(*) OVER (PARTITION BY s.trace_id) <= {limit})"
     " ORDER BY trace_id, start_time_ns, span_id"
 )
 _SPAN_COUNT_SQL = (
-    "SELECT s.trace_id, s.project, count(*) FROM spans s"
-    " JOIN (SELECT DISTINCT CAST(trace_id AS UUID) AS tid, project FROM _td_ids) i"
-    " ON s.trace_id = i.tid AND s.project = i.project{window} GROUP BY s.trace_id, s.project"
-    " HAVING count(*) > {limit}"
+    "SELECT s.trace_id, count(*) FROM spans s"
+    " WHERE s.trace_id IN (SELECT CAST(unnest(?) AS UUID)) AND s.project = ?{window}"
+    " GROUP BY s.trace_id HAVING count(*) > {limit}"
 )
 #: The first spans of ONE trace over the limit: picked by a top-N on narrow columns (memory of
 #: the limit, not of the trace), then fetched whole.
@@ -93,7 +91,7 @@ def info_from_row(row: tuple) -> TraceInfo:
         request_preview=request_preview,
         response_preview=response_preview,
         tags=dict(tags or {}),
-        metadata=json.loads(metadata_json) if metadata_json else {},
+        metadata=loads(metadata_json) if metadata_json else {},
         project=project,
     )
 
@@ -112,10 +110,10 @@ def span_from_row(row: tuple) -> Span:
         end_time_ns=end,
         status=status,
         status_message=message,
-        attributes=json.loads(attributes) if attributes else {},
+        attributes=loads(attributes) if attributes else {},
         inputs=from_json(inputs),
         outputs=from_json(outputs),
-        events=[SpanEvent(**e) for e in json.loads(events)] if events else [],
+        events=[SpanEvent(**e) for e in loads(events)] if events else [],
     )
 
 
@@ -123,16 +121,16 @@ def assessment_from_row(row: tuple) -> Assessment:
     (assessment_id, trace_id, kind, name, value_json, source_type, source_id, rationale,
      metadata_json, error_json, span_id, valid, overrides, create_time, last_update_time,
      target_kind, target, project) = row  # fmt: skip
-    error = json.loads(error_json) if error_json else None
+    error = loads(error_json) if error_json else None
     return Assessment(
         assessment_id=assessment_id,
         trace_id=trace_id,
         kind=kind,
         name=name,
-        value=json.loads(value_json) if value_json is not None else None,
+        value=loads(value_json) if value_json is not None else None,
         source=AssessmentSource(source_type, source_id),
         rationale=rationale,
-        metadata=json.loads(metadata_json) if metadata_json else {},
+        metadata=loads(metadata_json) if metadata_json else {},
         error=AssessmentError(**error) if error else None,
         span_id=span_id,
         valid=valid,
@@ -145,15 +143,18 @@ def assessment_from_row(row: tuple) -> Assessment:
     )
 
 
-def _with_ids(con: duckdb.DuckDBPyConnection, keys: list[tuple[str, str]], sql: str,
-              params: list[Any] | None = None) -> list[tuple]:
-    """Run ``sql`` with the (trace id, project) pairs registered as ``_td_ids``."""
-    con.register("_td_ids", pa.table({"trace_id": pa.array([k[0] for k in keys], pa.string()),
-                                      "project": pa.array([k[1] for k in keys], pa.string())}))  # fmt: skip
-    try:
-        return con.execute(sql, params or []).fetchall()
-    finally:
-        con.unregister("_td_ids")
+def _by_project(con: duckdb.DuckDBPyConnection, keys: list[tuple[str, str]], sql: str,
+                params: list[Any] | None = None) -> list[tuple]:
+    """Rows of ``sql`` run once per project of the (trace id, project) pairs, with that
+    project's trace ids and the project as its first two parameters (a page is one project but
+    for an unscoped read of a multi-project store)."""
+    ids: dict[str, list[str]] = defaultdict(list)
+    for trace_id, project in keys:
+        ids[project].append(trace_id)
+    rows: list[tuple] = []
+    for project, trace_ids in ids.items():
+        rows += con.execute(sql, [trace_ids, project, *(params or [])]).fetchall()
+    return rows
 
 
 def spans_for(con: duckdb.DuckDBPyConnection, keys: list[tuple[str, str]],
@@ -169,21 +170,30 @@ def spans_for(con: duckdb.DuckDBPyConnection, keys: list[tuple[str, str]],
         return out
     window, params = "", []
     if window_ms is not None:
-        window, params = " WHERE s.start_time_ns BETWEEN ? AND ?", [window_ms[0] * 1_000_000, window_ms[1] * 1_000_000]
+        window, params = " AND s.start_time_ns BETWEEN ? AND ?", [window_ms[0] * 1_000_000, window_ms[1] * 1_000_000]
     limit = MAX_SPANS_PER_TRACE
-    rows = _with_ids(con, keys, _SPAN_SQL.format(window=window, limit=limit), params)
+    rows = _by_project(con, keys, _SPAN_SQL.format(window=window, limit=limit), params)
     found = {row[0] for row in rows}
     unfound = [k for k in keys if k[0] not in found]  # no spans, or more than the limit (rare)
-    large = _with_ids(con, unfound, _SPAN_COUNT_SQL.format(window=window, limit=limit), params) if unfound else []
-    if large:
-        first = _FIRST_SPANS_SQL.format(window=window.replace(" WHERE ", " AND "), limit=limit)
-        for uuid, project, total in large:  # one bounded query per trace over the limit
-            rows += con.execute(first, [uuid, project, *params]).fetchall()
-            if omitted is not None:
-                omitted[str(uuid).replace("-", "")] = total - limit
+    for project, uuid, total in _large_traces(con, unfound, window, params):
+        first = _FIRST_SPANS_SQL.format(window=window, limit=limit)  # one bounded query per such trace
+        rows += con.execute(first, [uuid, project, *params]).fetchall()
+        if omitted is not None:
+            omitted[str(uuid).replace("-", "")] = total - limit
     for row in rows:
         out[row[0]].append(span_from_row(row))
     return out
+
+
+def _large_traces(con: duckdb.DuckDBPyConnection, keys: list[tuple[str, str]], window: str,
+                  params: list[Any]) -> list[tuple[str, Any, int]]:
+    """(project, trace UUID, span count) of the traces among ``keys`` over the span limit."""
+    large = []
+    for project in {k[1] for k in keys}:
+        ids = [k for k in keys if k[1] == project]
+        sql = _SPAN_COUNT_SQL.format(window=window, limit=MAX_SPANS_PER_TRACE)
+        large += [(project, uuid, total) for uuid, total in _by_project(con, ids, sql, params)]
+    return large
 
 
 def assessments_for(con: duckdb.DuckDBPyConnection, keys: list[tuple[str, str]]) -> dict[str, list[Assessment]]:
@@ -193,11 +203,10 @@ def assessments_for(con: duckdb.DuckDBPyConnection, keys: list[tuple[str, str]])
         # read whole (a direct join read every column of every assessment: 3x slower at 200k).
         sql = (
             f"SELECT {_ASSESSMENT_COLUMNS} FROM assessments a WHERE a.rowid IN (SELECT s.rowid FROM assessments s"
-            " SEMI JOIN (SELECT DISTINCT CAST(trace_id AS UUID) AS tid, project FROM _td_ids) i"
-            " ON s.trace_id = i.tid AND s.project = i.project)"
+            " WHERE s.trace_id IN (SELECT CAST(unnest(?) AS UUID)) AND s.project = ?)"
             " ORDER BY a.create_time, a.assessment_id"
         )
-        for row in _with_ids(con, keys, sql):
+        for row in _by_project(con, keys, sql):
             out[row[1]].append(assessment_from_row(row))
     return out
 
