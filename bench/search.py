@@ -32,6 +32,9 @@ from traceduck.raw_spans import RawSpans
 from traceduck.store.duckdb_store import DuckDBStore
 
 USERS, SESSIONS = 50, 20_000
+#: The filters issue 3 sets a target for; "one session" shows a filter too selective to fill a
+#: page from recent traces.
+TARGETED = ("user equality", "tag IN", "metadata LIKE", "time range + ERROR", "OR of two users", "feedback")
 DAY_MS = 24 * 3600 * 1000
 
 
@@ -168,7 +171,8 @@ def main() -> int:
         lst = timed(lambda: td.search_traces(flt, max_results=100, return_type="list", include_spans=False,
                                              store=path), args.runs)  # fmt: skip
         rows[name] = {"dataframe_cold_ms": df[0], "dataframe_ms": df[1], "list_cold_ms": lst[0], "list_ms": lst[1]}
-        print(f"{name:22s} {df[0]:7.1f} / {df[1]:6.1f}   {lst[0]:9.1f} / {lst[1]:6.1f}   (target <= 50)")
+        note = "(target <= 50)" if name in TARGETED else "(no target: ~50 matches, so every trace is scanned)"
+        print(f"{name:22s} {df[0]:7.1f} / {df[1]:6.1f}   {lst[0]:9.1f} / {lst[1]:6.1f}   {note}")
     results["first_page"] = rows
     count = timed(lambda: td.count_traces(filters["user equality"], store=path), args.runs)
     total = td.count_traces(filters["user equality"], store=path)

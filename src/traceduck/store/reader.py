@@ -9,7 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import duckdb
-import pyarrow as pa
 
 from ..entities import (
     Assessment,
@@ -188,12 +187,9 @@ def spans_for(con: duckdb.DuckDBPyConnection, keys: list[tuple[str, str]],
 def _large_traces(con: duckdb.DuckDBPyConnection, keys: list[tuple[str, str]], window: str,
                   params: list[Any]) -> list[tuple[str, Any, int]]:
     """(project, trace UUID, span count) of the traces among ``keys`` over the span limit."""
-    large = []
-    for project in {k[1] for k in keys}:
-        ids = [k for k in keys if k[1] == project]
-        sql = _SPAN_COUNT_SQL.format(window=window, limit=MAX_SPANS_PER_TRACE)
-        large += [(project, uuid, total) for uuid, total in _by_project(con, ids, sql, params)]
-    return large
+    sql = _SPAN_COUNT_SQL.format(window=window, limit=MAX_SPANS_PER_TRACE)
+    return [(project, uuid, total) for project in {k[1] for k in keys}
+            for uuid, total in _by_project(con, [k for k in keys if k[1] == project], sql, params)]
 
 
 def assessments_for(con: duckdb.DuckDBPyConnection, keys: list[tuple[str, str]]) -> dict[str, list[Assessment]]:
