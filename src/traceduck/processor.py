@@ -1,12 +1,12 @@
 """``StoreSpanProcessor``: hand finished spans to a background writer, never block the app.
 
-``on_end`` runs on the application's thread, so it only takes the span's values into a small
-tuple (about a microsecond; the span object is freed at once) and appends it to a bounded queue. One writer thread drains
-the queue in batches and writes each batch to the store in one transaction; the heavy work of a
-batch runs in DuckDB with the GIL released, so the writer keeps up even while several application
-threads hold the GIL in turn. A full queue drops the span and counts it (with a rate-limited warning)
-rather than blocking or raising. ``force_flush`` puts a marker in the queue and waits until the
-writer has stored everything queued before it.
+``on_end`` runs on the application's thread, so it only takes the span's values into a small tuple
+(about a microsecond; the span object is freed at once) and appends it to a bounded queue. One
+writer thread drains the queue in batches and writes each batch to the store in one transaction;
+the heavy work of a batch runs in DuckDB with the GIL released, so the writer keeps up even while
+several application threads hold the GIL in turn. A full queue drops the span and counts it (with a
+rate-limited warning) rather than blocking or raising. ``force_flush`` puts a marker in the queue
+and waits until the writer has stored everything queued before it.
 """
 
 from __future__ import annotations

@@ -276,10 +276,7 @@ class RawSpans:
     def add_records(self, records: list[Any]) -> None:
         """Append span records made by :func:`span_record` (resource indices into this batch's
         resources); they are turned into rows when the rows are first read."""
-        if self._rows or self.records:
-            self.records.extend(records)
-        else:
-            self.records = list(records)
+        self.records.extend(records)
         self._keys = None
 
 
@@ -368,4 +365,3 @@ def record_row(record: Any, default_project: str) -> tuple[Any, ...]:
         None,
         default_project,
     )  # fmt: skip
-

@@ -3,13 +3,12 @@
 Building trace rows in SQL (see ``writer._trace_rows_sql``) costs DuckDB ~13 ms of planning per
 batch before any row; a plain trace's row built here costs ~8 µs, so a collector transaction of
 2,000 spans (~400 traces) spends ~18% less time writing. Large batches stay with SQL (see
-``writer.PLAIN_ROWS_MAX_TRACES``). Only *plain*
-traces take this path, where the rules of :mod:`traceduck.metadata` come down to dictionary
-updates: trace fields that are a JSON object whose metadata values are strings, numbers or
-booleans, whose tag values and other fields are strings, no JSON ``null`` anywhere, flat implicit
-metadata, and no OTel identity attributes on the root. A batch with any other trace is left
-whole to the SQL statements, which handle every case (``tests/test_trace_row_paths.py`` checks
-that both give the same rows).
+``writer.PLAIN_ROWS_MAX_TRACES``). Only *plain* traces take this path, where the rules of
+:mod:`traceduck.metadata` come down to dictionary updates: trace fields that are a JSON object
+whose metadata values are strings, numbers or booleans, whose tag values and other fields are
+strings, no JSON ``null`` anywhere, flat implicit metadata, and no OTel identity attributes on the
+root. A batch with any other trace is left whole to the SQL statements, which handle every case
+(``tests/test_trace_row_paths.py`` checks that both give the same rows).
 """
 
 from __future__ import annotations
@@ -36,7 +35,6 @@ _INPUTS, _OUTPUTS, _FIELDS, _DEFAULTS = (
 _TEXT_FIELDS = ("state", "client_request_id", "request_preview", "response_preview")
 _KNOWN_FIELDS = frozenset((*_TEXT_FIELDS, "metadata", "tags"))
 _MAP = pa.map_(pa.string(), pa.string())
-
 
 
 class NotPlain(Exception):

@@ -7,11 +7,11 @@ local writer hands each batch over a pipe to a child process that owns nothing b
 the DuckDB work; the application process only takes each span's values.
 
 The application sends each batch's span records as one JSON document (see ``_encode``); the child
-turns them into rows, builds the Arrow tables and runs the SQL. The child is started with ``python -m traceduck.store.writer_process PATH`` (never
-``multiprocessing``, which would re-import the application's ``__main__``), reads length-prefixed
-frames from stdin and answers each with a JSON frame on stdout. It exits when stdin closes, so it
-never outlives the application. The application process keeps the store's writer lock; the
-child writes on its behalf.
+turns them into rows, builds the Arrow tables and runs the SQL. The child is started with
+``python -m traceduck.store.writer_process PATH`` (never ``multiprocessing``, which would re-import the
+application's ``__main__``), reads length-prefixed frames from stdin and answers each with a JSON
+frame on stdout. It exits when stdin closes, so it never outlives the application. The application
+process keeps the store's writer lock; the child writes on its behalf.
 """
 
 from __future__ import annotations
