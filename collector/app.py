@@ -42,6 +42,8 @@ def open_collector_store(path: str) -> DuckDBStore:
     store = DuckDBStore(path, hold_open=True)
     store.dedupe_spans = True
     store.acquire_writer()
+    # pyarrow imports pandas on its first conversion (~0.6 s): at start, not in the first request.
+    RawSpans().to_arrow()
     return store
 
 

@@ -75,8 +75,15 @@ class IngestQueue:
         self.gather_seconds = gather_seconds
         #: Requests being decoded now: they will most likely be submitted in a moment.
         self._decoding = 0
-        #: Requests of each recent write: senders acknowledged together send again together, so
-        #: a write waits for as many as the most of these (phases of 3 + 1 would otherwise persist).
+        #: Requests in the write under way.
+        self._writing = 0
+        #: Most requests at once in flight (being decoded, waiting or being written) since the
+        #: last write began: how many senders there are.
+        self._peak = 0
+        #: That figure for each recent write: senders acknowledged together send again together,
+        #: so a write waits for as many requests as the most of these. Otherwise phases persist:
+        #: 3 + 1, or 2 + 2 where each half arrives while the other is written (counting only
+        #: the requests of each write would never see the 4 senders).
         self._recent_requests: deque[int] = deque(maxlen=8)
         self.stats = IngestStats()
         #: The same counters per project, for requests made with a key of that project.
@@ -116,6 +123,7 @@ class IngestQueue:
         """Around the decoding of a request: a write about to start waits for it to join."""
         with self._cond:
             self._decoding += 1
+            self._peak = max(self._peak, self._decoding + len(self._items) + self._writing)
         try:
             yield
         finally:
@@ -177,7 +185,9 @@ class IngestQueue:
                 expected = self._decoding or len(taken) < max(self._recent_requests, default=0)
                 if self._items or not expected or self._stopping or left <= 0 or not taken:
                     if taken:
-                        self._recent_requests.append(len(taken))
+                        self._recent_requests.append(max(len(taken), self._peak))
+                        self._writing = len(taken)
+                        self._peak = self._writing + self._decoding + len(self._items)
                     return taken  # full, nothing more coming, or waited long enough
                 self._cond.wait(left)  # a request on its way joins this transaction
 
@@ -191,6 +201,8 @@ class IngestQueue:
                 groups.setdefault(item[2], []).append(item)
             for project, items in groups.items():
                 self._write(project, items)
+            with self._cond:
+                self._writing = 0
 
     def _write(self, project: str | None, items: list[tuple[RawSpans, Future[int], str | None]]) -> None:
         batch = RawSpans(items[0][0].default_project)

@@ -91,3 +91,32 @@ def test_after_a_transaction_of_two_requests_the_next_waits_for_two(store):
         assert e.result(15) == 3
     finally:
         queue.close()
+
+
+def test_senders_answered_in_two_halves_are_brought_back_to_one_transaction(store):
+    """Four senders, two of whose requests arrive while the other two are being written: each
+    write counts only two requests, yet four are in flight. The queue learns there are four and,
+    one round later, waits for all of them instead of alternating halves forever."""
+    queue = _queue(store, gather_seconds=2.0)
+    try:
+        with store.file._lock:  # the first write blocks on the file: a write under way
+            with queue.decoding():
+                first_half = [queue.submit(_raw()), queue.submit(_raw())]
+            time.sleep(0.2)  # the writer took both and waits for the file
+            with queue.decoding(), queue.decoding():  # the other two senders' requests arrive meanwhile
+                second_half = [queue.submit(_raw()), queue.submit(_raw())]
+        for future in first_half + second_half:
+            assert future.result(10) == 3
+        assert queue.stats.batches == 2
+        # The first half's senders send again, then the second half's: one transaction for all four.
+        again = [queue.submit(_raw())]
+        time.sleep(0.2)
+        again.append(queue.submit(_raw()))
+        time.sleep(0.3)
+        assert not any(f.done() for f in again), "the write did not wait for the other two senders"
+        again += [queue.submit(_raw()), queue.submit(_raw())]
+        for future in again:
+            assert future.result(10) == 3
+        assert queue.stats.batches == 3 and queue.stats.stored_spans == 24
+    finally:
+        queue.close()

@@ -18,7 +18,8 @@ from . import editing as editing_sql
 from . import query as query_sql
 from .connection import DuckDBFile, is_durable_commit
 from .reader import get_trace
-from .writer import PendingPatches, WriteStats, write_batch
+from .recent import RecentSpans
+from .writer import EXISTING_ROOTS_BEFORE_MS, PendingPatches, WriteStats, write_batch
 
 _stores: dict[str, DuckDBStore] = {}
 _stores_lock = threading.Lock()
@@ -44,6 +45,8 @@ class DuckDBStore(GovernanceMethods):
         self.pending = PendingPatches()
         #: Skip spans already stored (needed where exporters may deliver a span twice).
         self.dedupe_spans = False
+        #: What this process stored lately: most duplicate checks answered in memory.
+        self.recent = RecentSpans(skew_ns=EXISTING_ROOTS_BEFORE_MS * 1_000_000)
         #: Searches through this object see only this project's traces (None: all of them).
         self.project: str | None = None
         #: Project settings as the writer applies them (capture policy, PII mode).
@@ -80,7 +83,10 @@ class DuckDBStore(GovernanceMethods):
             stats = WriteStats()
             if len(applied.raw):
                 try:
-                    stats = write_batch(con, applied.raw, self.pending, dedupe_spans=self.dedupe_spans)
+                    stats = write_batch(con, applied.raw, self.pending, dedupe_spans=self.dedupe_spans,
+                                        recent=self.recent if self.dedupe_spans else None)
+                    if self.dedupe_spans:
+                        self.recent.stored(applied.raw, stats.spans)
                 except duckdb.Error as exc:
                     if not is_durable_commit(exc):
                         raise

@@ -25,6 +25,7 @@ from ..roots import PREVIEW_CHARS
 from ..trace_rows import TRACE_COLUMNS, TraceRow
 from . import plain_rows
 from .assessments import JOIN_PENDING_SQL
+from .recent import RecentSpans
 
 _RESOURCE_INDEX = RAW_COLUMNS.index("resource")
 _DEFAULTS_INDEX = RAW_COLUMNS.index("default_metadata")
@@ -536,6 +537,7 @@ def write_batch(
     raw: RawSpans,
     pending: PendingPatches,
     dedupe_spans: bool = False,
+    recent: RecentSpans | None = None,
 ) -> WriteStats:
     """Write ``raw`` in one transaction; the caller holds ``con`` for the whole call.
 
@@ -547,7 +549,11 @@ def write_batch(
     _td_raw = raw.to_arrow()  # noqa: F841  (read by DuckDB's replacement scan, by name)
     _td_impl = _implicit_table(raw)  # noqa: F841
     conflicts = _known_conflicts(raw, pending)
-    if raw.has_remote_roots or dedupe_spans:
+    look_up_roots = dedupe_spans
+    if dedupe_spans and recent is not None:
+        new_spans, new_roots = recent.check(con, raw)  # what is known without asking the store
+        dedupe_spans, look_up_roots = not new_spans, not new_roots
+    if raw.has_remote_roots or look_up_roots:
         conflicts |= _existing(con, raw)  # one more call: which roots' traces are already stored
     if not conflicts:
         low, high = raw.start_range() if len(raw) else (0, 0)
