@@ -22,7 +22,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from traceduck import attributes as attr
-from traceduck.raw_spans import RawSpans
+from traceduck.raw_spans import RawSpans, span_row
 from traceduck.serialize import TRUNCATED_KEY, dumps
 
 PROTOBUF = "application/x-protobuf"
@@ -145,7 +145,9 @@ def to_raw_spans(message: ExportTraceServiceRequest, raw: RawSpans, project: str
     """Append the message's spans to ``raw``; returns (rejected count, reasons)."""
     rejected = 0
     reasons: list[str] = []
-    add = raw.add
+    rows: list[tuple[Any, ...]] = []
+    append, row, default_project = rows.append, span_row, raw.default_project  # the loop runs per span
+    kinds, statuses = _KINDS, _STATUS
     for resource_spans in message.resource_spans:
         resource = _attributes(resource_spans.resource.attributes)
         resource_index = raw.resource(resource)
@@ -153,11 +155,12 @@ def to_raw_spans(message: ExportTraceServiceRequest, raw: RawSpans, project: str
             for span in scope_spans.spans:
                 trace_id, span_id, parent = span.trace_id, span.span_id, span.parent_span_id
                 start, end = span.start_time_unix_nano, span.end_time_unix_nano
-                reason = _problem(span, trace_id, span_id, parent, start, end)
-                if reason is not None:
-                    rejected += 1
+                if not (len(trace_id) == 16 and len(span_id) == 8 and trace_id != _ZERO_TRACE
+                        and span_id != _ZERO_SPAN and (not parent or len(parent) == 8)
+                        and 0 < start <= _MAX_TIME_NS and end <= _MAX_TIME_NS and (not end or end >= start)):
+                    rejected += 1  # the common case is the one expression above; here, say why
                     if len(reasons) < 5:
-                        reasons.append(reason)
+                        reasons.append(_problem(span, trace_id, span_id, parent, start))
                     continue
                 flags = span.flags
                 events = None
@@ -172,30 +175,29 @@ def to_raw_spans(message: ExportTraceServiceRequest, raw: RawSpans, project: str
                 if span.dropped_events_count:
                     attributes[attr.DROPPED_EVENTS] = span.dropped_events_count
                 status = span.status
-                add(
+                append(row(
                     trace_id.hex(),
                     span_id.hex(),
                     parent.hex() if parent else None,
                     bool(flags & _IS_REMOTE_KNOWN and flags & _IS_REMOTE),
                     span.name,
-                    _KINDS.get(span.kind, "INTERNAL"),
+                    kinds.get(span.kind, "INTERNAL"),
                     start,
                     end or None,
-                    _STATUS.get(status.code, "UNSET"),
+                    statuses.get(status.code, "UNSET"),
                     status.message or None,
                     attributes,
                     events,
                     resource_index,
                     project,
-                )
+                    default_project,
+                ))  # fmt: skip
+    raw.add_rows(rows)
     return rejected, reasons
 
 
-def _problem(span: Any, trace_id: bytes, span_id: bytes, parent: bytes, start: int, end: int) -> str | None:
-    if len(trace_id) == 16 and len(span_id) == 8 and trace_id != _ZERO_TRACE and span_id != _ZERO_SPAN \
-            and (not parent or len(parent) == 8) and 0 < start <= _MAX_TIME_NS and end <= _MAX_TIME_NS \
-            and (not end or end >= start):
-        return None  # the common case, in one expression
+def _problem(span: Any, trace_id: bytes, span_id: bytes, parent: bytes, start: int) -> str:
+    """Why a span the check in ``to_raw_spans`` refused cannot be stored."""
     if len(trace_id) != 16 or trace_id == _ZERO_TRACE:
         return f"span {span.name[:40]!r}: trace_id must be 16 non-zero bytes"
     if len(span_id) != 8 or span_id == _ZERO_SPAN:
@@ -204,7 +206,7 @@ def _problem(span: Any, trace_id: bytes, span_id: bytes, parent: bytes, start: i
         return f"span {span.name[:40]!r}: parent_span_id must be 8 bytes"
     if not start:
         return f"span {span.name[:40]!r}: start_time_unix_nano is missing"
-    if start > _MAX_TIME_NS or end > _MAX_TIME_NS:
+    if start > _MAX_TIME_NS or span.end_time_unix_nano > _MAX_TIME_NS:
         return f"span {span.name[:40]!r}: a time is beyond the year 2262 (more than 2**63-1 ns)"
     return f"span {span.name[:40]!r}: ends before it starts"
 

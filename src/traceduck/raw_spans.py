@@ -259,9 +259,9 @@ class RawSpans:
         from :meth:`resource`; ``project`` comes from the sender's credentials and overrides any
         project attribute.
         """
-        self.rows.append(_row(trace_id, span_id, parent_span_id, parent_is_remote, name, kind, start_ns,
-                              end_ns, status, status_message, attributes, events, resource, project,
-                              self.default_project))  # fmt: skip
+        self.rows.append(span_row(trace_id, span_id, parent_span_id, parent_is_remote, name, kind, start_ns,
+                                  end_ns, status, status_message, attributes, events, resource, project,
+                                  self.default_project))  # fmt: skip
         self._keys = None
 
     def add_rows(self, rows: list[tuple[Any, ...]]) -> None:
@@ -280,10 +280,10 @@ class RawSpans:
         self._keys = None
 
 
-def _row(trace_id: str, span_id: str, parent_span_id: str | None, parent_is_remote: bool, name: str,
-         kind: str, start_ns: int, end_ns: int | None, status: str, status_message: str | None,
-         attributes: dict[str, Any], events: str | None, resource: int, project: str | None,
-         default_project: str) -> tuple[Any, ...]:
+def span_row(trace_id: str, span_id: str, parent_span_id: str | None, parent_is_remote: bool, name: str,
+             kind: str, start_ns: int, end_ns: int | None, status: str, status_message: str | None,
+             attributes: dict[str, Any], events: str | None, resource: int, project: str | None,
+             default_project: str) -> tuple[Any, ...]:
     """One row; traceduck's own attributes are taken out of ``attributes`` (which is changed)."""
     pop = attributes.pop
     span_type = pop(attr.SPAN_TYPE, None)
@@ -348,7 +348,7 @@ def record_row(record: Any, default_project: str) -> tuple[Any, ...]:
         attributes[attr.DROPPED_EVENTS] = record[_R_DROPPED_EVENTS]
     parent = record[_R_PARENT]
     events = record[_R_EVENTS]
-    return _row(
+    return span_row(
         "%016x%016x" % (record[_R_TRACE_HI], record[_R_TRACE_LO]),
         "%016x" % record[_R_SPAN],
         "%016x" % parent if parent is not None else None,
