@@ -108,6 +108,17 @@ def test_the_index_is_bounded_and_what_it_forgot_is_asked_of_the_store(store):
     assert _counts(store) == (60, 60, 20)
 
 
+def test_redeliveries_over_a_long_uptime_do_not_grow_the_index_without_bound(store):
+    store.recent.limit = 60  # a tenth: 6 hashes written twice
+    for _ in range(12):
+        raw = _raw()
+        store.write(raw)
+        assert store.write(_copy(raw)).duplicate_spans == 6  # each redelivery found by the store
+        assert len(store.recent._shared) <= 6 + 6 and len(store.recent) <= store.recent.limit + 12
+    assert store.write(_raw()).spans == 6  # after starting over, new spans still go in
+    assert _counts(store) == (78, 78, 26)
+
+
 def test_after_a_restart_older_spans_go_to_the_store_and_newer_ones_are_answered(tmp_path):
     path = str(tmp_path / "restart.duckdb")
     first = open_collector_store(path)

@@ -23,7 +23,8 @@ leaves the rest to the store:
 - At most ``limit`` span hashes are kept: the oldest writes are dropped first and W moves past
   every span they held. On first use, and whenever the store holds a different number of spans
   than the index expects (a purge, a write that bypassed it), it starts over with W at the
-  newest stored span's start.
+  newest stored span's start; also when the hashes written twice (redeliveries, which are never
+  dropped) grow past a tenth of ``limit``.
 """
 
 from __future__ import annotations
@@ -141,3 +142,7 @@ class RecentSpans:
                 for key in keys:
                     if key not in shared:
                         index.discard(key)
+        if len(shared) > self.limit // 10:
+            # Shared hashes are never dropped, so redeliveries written over a long uptime would
+            # keep them forever: start over instead (from the store, on the next check).
+            self.watermark = None
