@@ -22,6 +22,8 @@ from traceduck.store import keys as key_store
 from traceduck.store.duckdb_store import DuckDBStore
 
 CACHE_SECONDS = 5.0
+#: A cache entry that is absent or stale.
+_MISS = object()
 
 
 @dataclass(frozen=True)
@@ -54,12 +56,18 @@ class KeyRing:
         self._open: tuple[float, bool] | None = None
         self._lock = threading.Lock()
 
+    @staticmethod
+    def _fresh(entry: tuple[float, Any] | None, now: float) -> Any:
+        """The value of a cache entry (time, value) while it is fresh, else ``_MISS``."""
+        return entry[1] if entry is not None and now - entry[0] < CACHE_SECONDS else _MISS
+
     def is_open(self) -> bool:
         """True while no key was ever created (revoking every key does not open the service)."""
         now = time.monotonic()
         with self._lock:
-            if self._open is not None and now - self._open[0] < CACHE_SECONDS:
-                return self._open[1]
+            cached = self._fresh(self._open, now)
+        if cached is not _MISS:
+            return cached
         with self.store.connect() as con:
             value = not key_store.any_keys(con, include_revoked=True)
         with self._lock:
@@ -80,9 +88,9 @@ class KeyRing:
     def verify(self, key: str) -> key_store.KeyInfo | None:
         now = time.monotonic()
         with self._lock:
-            cached = self._cache.get(key)
-            if cached is not None and now - cached[0] < CACHE_SECONDS:
-                return cached[1]
+            cached = self._fresh(self._cache.get(key), now)
+        if cached is not _MISS:
+            return cached
         with self.store.connect() as con:
             info = key_store.verify(con, key)
         with self._lock:
@@ -97,14 +105,12 @@ class KeyRing:
         key = self.key_from(request)
         now = time.monotonic()
         with self._lock:
-            if key is None:
-                is_open = self._open is not None and now - self._open[0] < CACHE_SECONDS and self._open[1]
-                return OPEN if is_open else None
-            cached = self._cache.get(key)
-        if cached is None or cached[1] is None or now - cached[0] >= CACHE_SECONDS:
+            cached = self._fresh(self._open if key is None else self._cache.get(key), now)
+        if key is None:
+            return OPEN if cached is True else None
+        if cached is _MISS or cached is None:
             return None
-        info = cached[1]
-        return Principal(info.project, info.rights, info.key_id)
+        return Principal(cached.project, cached.rights, cached.key_id)
 
     def authenticate(self, request: Request) -> Principal:
         key = self.key_from(request)
