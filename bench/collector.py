@@ -130,7 +130,7 @@ def main() -> int:
         for p in exporters:
             p.wait()
         total = per_round * args.rounds
-        stats = before
+        stats = before  # the collector's counters after the last round
         rates = sorted(r["spans_per_s"] for r in rounds)
         results["ingest"] = {"spans": total, "rounds": rounds, "spans_per_s": statistics.median(rates),
                              "min_spans_per_s": rates[0], "max_spans_per_s": rates[-1],
