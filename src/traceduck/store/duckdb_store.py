@@ -84,7 +84,7 @@ class DuckDBStore(GovernanceMethods):
             if len(applied.raw):
                 try:
                     stats = write_batch(con, applied.raw, self.pending, dedupe_spans=self.dedupe_spans,
-                                        recent=self.recent if self.dedupe_spans else None)
+                                        recent=self.recent)  # consulted only when deduplicating
                     if self.dedupe_spans:
                         self.recent.stored(applied.raw, stats.spans)
                 except duckdb.Error as exc:
