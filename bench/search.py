@@ -40,7 +40,7 @@ DAY_MS = 24 * 3600 * 1000
 
 def generate(path: str, n: int, seed: int = 1) -> dict[str, float]:
     """n traces (two spans each) through the writer; 20% get an is_correct feedback."""
-    for f in (path, path + ".wal", path + ".writer.lock"):
+    for f in (path, path + ".wal", path + ".writer.lock", path + ".access.lock"):
         if os.path.exists(f):
             os.remove(f)
     store = DuckDBStore(path, hold_open=True)  # a bulk load holds the file, as the collector does

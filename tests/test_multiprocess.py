@@ -290,3 +290,50 @@ def test_a_process_forked_after_searching_searches_too(tmp_path):
         assert status == 0, status
     """)
     assert proc.stdout.split() == ["parent", "1", "child", "1", "1"]
+
+
+TRY_TO_WRITE = textwrap.dedent(
+    """
+    import sys
+    from traceduck.errors import StoreBusyError
+    from traceduck.store.connection import DuckDBFile
+
+    try:
+        with DuckDBFile(sys.argv[1], lock_timeout=0.5).connect(write=True) as con:
+            con.execute("CREATE TABLE IF NOT EXISTS scratch (x INTEGER); INSERT INTO scratch VALUES (1)")
+        print("wrote")
+    except StoreBusyError as exc:
+        print("busy", exc)
+    """
+)
+
+
+def _try_to_write(path: str) -> str:
+    proc = subprocess.run([sys.executable, "-c", TRY_TO_WRITE, path], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def test_a_reader_keeps_writers_out_while_duckdb_closes_an_earlier_attachment(tmp_path):
+    """DuckDB locks the file with a POSIX record lock, which belongs to the process: closing ANY
+    descriptor of the file drops it. A DETACH that DuckDB defers (a cursor still has a query
+    running on the file) closes its descriptor later, while the next attachment is live. Without
+    the access lock, a writer in another process then attaches and checkpoints under the reader,
+    whose next read fails with "Could not read enough bytes" (seen in CI)."""
+    from traceduck.store.connection import ALIAS, DuckDBFile
+
+    path = str(tmp_path / "shared.duckdb")
+    creator = DuckDBFile(path)
+    creator.acquire_writer()  # creates the schema
+    creator.release_writer()
+
+    reader = DuckDBFile(path, lock_timeout=5.0)
+    with reader.connect() as con:
+        stale = con.cursor()
+        stale.execute(f"USE {ALIAS}")
+        stale.execute("SELECT * FROM range(10000000) r, (SELECT count(*) FROM traces)")  # left running: DuckDB defers the DETACH
+    with reader.connect() as con:
+        stale.close()  # DuckDB closes the earlier attachment's descriptor now
+        assert _try_to_write(path).startswith("busy"), "another process wrote while this one was reading"
+        assert con.execute("SELECT count(*) FROM traces").fetchall() == [(0,)]
+    assert _try_to_write(path) == "wrote"  # the reader let go: writers get in again

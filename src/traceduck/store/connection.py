@@ -6,6 +6,14 @@ closes it in between; readers in other processes open it read-only for one query
 while when they find it locked. Only one process may be the writer of a file: that role is taken
 with an advisory lock on ``<file>.writer.lock`` for the life of the process, so a second
 application pointed at the same file gets a clear error instead of a lock fight.
+
+While a process has the file attached it also holds ``<file>.access.lock`` (``flock``: shared to
+read, exclusive to write). DuckDB's own lock on the file is a POSIX record lock, which belongs to
+the process and is dropped when the process closes ANY descriptor of the file: a DETACH that DuckDB
+defers (a cursor still runs a query on the file) followed by a new ATTACH leaves the new attachment
+unlocked once the old one closes, and a writer elsewhere then checkpoints under a reader (which
+fails with "Could not read enough bytes"). A ``flock`` belongs to the descriptor traceduck opened
+and holds until traceduck lets go of it.
 """
 
 from __future__ import annotations
@@ -100,6 +108,10 @@ def not_unicode(exc: BaseException) -> ValueError | None:
 ALIAS = "td_store"
 
 
+class _AccessConflict(Exception):
+    """Another process holds the access lock the other way (retried like DuckDB's lock conflict)."""
+
+
 class DuckDBFile:
     """One DuckDB file as this process uses it: the writer role, connections, retries.
 
@@ -117,6 +129,9 @@ class DuckDBFile:
         self.hold_open = hold_open
         self._lock = threading.RLock()
         self._writer_fd: int | None = None
+        #: Our descriptor of ``access_lock_path`` (None: not opened yet, or it cannot be).
+        self._access_fd: int | None = None
+        self._access_locked = False
         self._writer_refs = 0
         self._instance: duckdb.DuckDBPyConnection | None = None
         self._attached: bool | None = None  # None: not attached; else True if read-only
@@ -135,10 +150,22 @@ class DuckDBFile:
         self.migrated = False
         _files.add(self)
 
+    def __del__(self) -> None:
+        fd = getattr(self, "_access_fd", None)
+        if fd is not None:
+            try:
+                os.close(fd)  # closing the descriptor also lets go of its flock
+            except OSError:
+                pass
+
     def forget_after_fork(self) -> None:
-        if self._writer_fd is not None:
-            os.close(self._writer_fd)
+        # Close, never unlock: a flock is shared with the parent through the forked descriptor.
+        for fd in (self._writer_fd, self._access_fd):
+            if fd is not None:
+                os.close(fd)
         self._writer_fd = None
+        self._access_fd = None
+        self._access_locked = False
         self._writer_refs = 0
         if self._instance is not None:
             _abandoned.append(self._instance)  # destroying it in the child would crash
@@ -226,6 +253,42 @@ class DuckDBFile:
             self._threads_set = True
         return self._instance
 
+    # -- the access lock ---------------------------------------------------------------------
+    @property
+    def access_lock_path(self) -> str:
+        return self.path + ".access.lock"
+
+    def _lock_access(self, read_only: bool) -> bool:
+        """Take the access lock for an attachment (shared to read, exclusive to write) without
+        waiting; False when another process holds it the other way. True as well where the lock
+        file cannot be made (a read-only directory): DuckDB's own lock is all there is then."""
+        if self._access_fd is None:
+            if read_only and not os.path.exists(self.path):
+                return True  # nothing to read (ATTACH says so); leave no lock file behind
+            try:
+                self._access_fd = os.open(self.access_lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError:
+                try:
+                    self._access_fd = os.open(self.access_lock_path, os.O_RDONLY)
+                except OSError:
+                    return True
+        try:
+            fcntl.flock(self._access_fd, (fcntl.LOCK_SH if read_only else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True  # a filesystem without flock: DuckDB's lock only
+        self._access_locked = True
+        return True
+
+    def _unlock_access(self) -> None:
+        if self._access_locked and self._access_fd is not None:
+            self._access_locked = False
+            try:
+                fcntl.flock(self._access_fd, fcntl.LOCK_UN)
+            except OSError:
+                pass
+
     @property
     def wants_path(self) -> str:
         return self.path + ".writer.wants"
@@ -264,18 +327,23 @@ class DuckDBFile:
         flagged = False
         while True:
             try:
+                if not self._lock_access(read_only):
+                    raise _AccessConflict(
+                        f"{self.access_lock_path} is held by another process that has the store attached"
+                    )
                 instance.execute(sql)
                 self._attached = read_only
                 self._attached_at = time.monotonic()
                 if self.writes_here and flagged:
                     _remove(self.wants_path)
                 return instance
-            except duckdb.Error as exc:
+            except (duckdb.Error, _AccessConflict) as exc:
+                self._unlock_access()
                 if read_only and "does not exist" in str(exc):
                     raise FileNotFoundError(
                         f"no trace store at {self.path}: nothing has been written there yet"
                     ) from None
-                if not is_lock_conflict(exc):
+                if not (isinstance(exc, _AccessConflict) or is_lock_conflict(exc)):
                     raise
                 if self.writes_here and not flagged:  # ask readers elsewhere to make way
                     flagged = _touch(self.wants_path)
@@ -293,7 +361,22 @@ class DuckDBFile:
     def _detach(self) -> None:
         if self._attached is not None and self._instance is not None:
             self._attached = None
-            self._instance.execute(f"USE memory; DETACH {ALIAS}")
+            try:
+                self._instance.execute(f"USE memory; DETACH {ALIAS}")
+            except duckdb.Error:
+                self._close_instance()
+                raise
+            finally:
+                self._unlock_access()
+
+    def _close_instance(self) -> None:
+        """Give up the instance (a DETACH failed): closing it closes the file."""
+        instance, self._instance, self._attached = self._instance, None, None
+        if instance is not None:
+            try:
+                instance.close()
+            except duckdb.Error:
+                pass
 
     def invalidated(self) -> None:
         """The attachment is unusable (DuckDB invalidated it): drop it at the end of this unit of work."""
@@ -311,11 +394,7 @@ class DuckDBFile:
         try:
             self._detach()
         except duckdb.Error:
-            instance, self._instance, self._attached = self._instance, None, None
-            try:
-                instance.close()
-            except duckdb.Error:
-                pass
+            pass  # _detach closed the instance
         self.migrated = False  # re-checked on the next write
 
     def release(self) -> None:
