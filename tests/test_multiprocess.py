@@ -334,6 +334,8 @@ def test_a_reader_keeps_writers_out_while_duckdb_closes_an_earlier_attachment(tm
         stale.execute("SELECT * FROM range(10000000) r, (SELECT count(*) FROM traces)")  # left running: DuckDB defers the DETACH
     with reader.connect() as con:
         stale.close()  # DuckDB closes the earlier attachment's descriptor now
-        assert _try_to_write(path).startswith("busy"), "another process wrote while this one was reading"
+        refused = _try_to_write(path)
+        assert refused.startswith("busy"), "another process wrote while this one was reading"
+        assert f"the trace store {path} stayed locked" in refused  # the error names the file
         assert con.execute("SELECT count(*) FROM traces").fetchall() == [(0,)]
     assert _try_to_write(path) == "wrote"  # the reader let go: writers get in again

@@ -329,7 +329,8 @@ class DuckDBFile:
             try:
                 if not self._lock_access(read_only):
                     raise _AccessConflict(
-                        f"{self.access_lock_path} is held by another process that has the store attached"
+                        f"{self.access_lock_path} is held by another process (or another store object of "
+                        "this process) that has the file attached"
                     )
                 instance.execute(sql)
                 self._attached = read_only
