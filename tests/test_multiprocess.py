@@ -339,3 +339,32 @@ def test_a_reader_keeps_writers_out_while_duckdb_closes_an_earlier_attachment(tm
         assert f"the trace store {path} stayed locked" in refused  # the error names the file
         assert con.execute("SELECT count(*) FROM traces").fetchall() == [(0,)]
     assert _try_to_write(path) == "wrote"  # the reader let go: writers get in again
+
+
+def test_a_write_waits_for_an_earlier_attachment_duckdb_is_still_closing(tmp_path):
+    """DuckDB refuses to attach a file read-write while this process's previous attachment of it
+    is still open (its DETACH deferred by a running cursor); the write waits for it instead of
+    failing, as it waits for a lock held elsewhere."""
+    import threading
+
+    from traceduck.store.connection import ALIAS, DuckDBFile
+
+    path = str(tmp_path / "store.duckdb")
+    store = DuckDBFile(path, lock_timeout=10.0)
+    store.acquire_writer()
+    try:
+        with store.connect(write=True) as con:
+            stale = con.cursor()
+            stale.execute(f"USE {ALIAS}")
+            stale.execute("SELECT * FROM range(10000000) r, (SELECT count(*) FROM traces)")
+        closer = threading.Timer(0.5, stale.close)
+        closer.start()
+        started = time.monotonic()
+        with store.connect(write=True) as con:
+            con.execute("CREATE TABLE scratch AS SELECT 42 AS x")
+        closer.join()
+        assert time.monotonic() - started >= 0.4  # it waited for the stale cursor to go
+        with store.connect() as con:
+            assert con.execute("SELECT x FROM scratch").fetchall() == [(42,)]
+    finally:
+        store.release_writer()

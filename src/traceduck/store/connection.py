@@ -93,6 +93,12 @@ def is_lock_conflict(exc: BaseException) -> bool:
     return isinstance(exc, duckdb.IOException) and bool(_LOCK_CONFLICT.search(str(exc)))
 
 
+def is_still_closing(exc: BaseException) -> bool:
+    """This process's previous attachment of the file is not closed yet: DuckDB defers a DETACH
+    while a cursor still runs a query on the file, and refuses to attach it read-write meanwhile."""
+    return isinstance(exc, duckdb.Error) and "Unique file handle conflict" in str(exc)
+
+
 def not_unicode(exc: BaseException) -> ValueError | None:
     """The caller's string could not be bound as a parameter because it is not Unicode text (a
     lone surrogate, as a JSON ``\\ud800`` escape makes): bad input, so a ValueError (a 400 in the
@@ -344,7 +350,7 @@ class DuckDBFile:
                     raise FileNotFoundError(
                         f"no trace store at {self.path}: nothing has been written there yet"
                     ) from None
-                if not (isinstance(exc, _AccessConflict) or is_lock_conflict(exc)):
+                if not (isinstance(exc, _AccessConflict) or is_lock_conflict(exc) or is_still_closing(exc)):
                     raise
                 if self.writes_here and not flagged:  # ask readers elsewhere to make way
                     flagged = _touch(self.wants_path)
