@@ -26,6 +26,7 @@ import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import duckdb
 
@@ -156,11 +157,11 @@ class DuckDBFile:
         self.migrated = False
         _files.add(self)
 
-    def __del__(self) -> None:
+    def __del__(self, _close: Any = os.close) -> None:  # os.close bound now: usable at interpreter exit
         fd = getattr(self, "_access_fd", None)
         if fd is not None:
             try:
-                os.close(fd)  # closing the descriptor also lets go of its flock
+                _close(fd)  # closing the descriptor also lets go of its flock
             except OSError:
                 pass
 
