@@ -138,7 +138,6 @@ class DuckDBFile:
         self._writer_fd: int | None = None
         #: Our descriptor of ``access_lock_path`` (None: not opened yet, or it cannot be).
         self._access_fd: int | None = None
-        self._access_locked = False
         self._writer_refs = 0
         self._instance: duckdb.DuckDBPyConnection | None = None
         self._attached: bool | None = None  # None: not attached; else True if read-only
@@ -172,7 +171,6 @@ class DuckDBFile:
                 os.close(fd)
         self._writer_fd = None
         self._access_fd = None
-        self._access_locked = False
         self._writer_refs = 0
         if self._instance is not None:
             _abandoned.append(self._instance)  # destroying it in the child would crash
@@ -284,13 +282,11 @@ class DuckDBFile:
         except BlockingIOError:
             return False
         except OSError:
-            return True  # a filesystem without flock: DuckDB's lock only
-        self._access_locked = True
+            pass  # a filesystem without flock: DuckDB's lock only
         return True
 
     def _unlock_access(self) -> None:
-        if self._access_locked and self._access_fd is not None:
-            self._access_locked = False
+        if self._access_fd is not None:
             try:
                 fcntl.flock(self._access_fd, fcntl.LOCK_UN)
             except OSError:
