@@ -331,7 +331,8 @@ def test_a_reader_keeps_writers_out_while_duckdb_closes_an_earlier_attachment(tm
     with reader.connect() as con:
         stale = con.cursor()
         stale.execute(f"USE {ALIAS}")
-        stale.execute("SELECT * FROM range(10000000) r, (SELECT count(*) FROM traces)")  # left running: DuckDB defers the DETACH
+        # left running: DuckDB defers the DETACH at the end of this unit of work
+        stale.execute("SELECT * FROM range(10000000) r, (SELECT count(*) FROM traces)")
     with reader.connect() as con:
         stale.close()  # DuckDB closes the earlier attachment's descriptor now
         refused = _try_to_write(path)
