@@ -116,7 +116,8 @@ ALIAS = "td_store"
 
 
 class _AccessConflict(Exception):
-    """Another process holds the access lock the other way (retried like DuckDB's lock conflict)."""
+    """Another process, or another store object of this one, holds the access lock the other way
+    (retried like DuckDB's lock conflict)."""
 
 
 class DuckDBFile:
