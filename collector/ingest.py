@@ -12,7 +12,7 @@ request only once the last one is acknowledged, so the requests of one transacti
 together. The writer therefore waits (at most ``gather_seconds``) for requests still being
 decoded, and for as many requests as the largest of its recent transactions acknowledged, to join
 the transaction it is about to write: fewer, larger transactions. A lone sender's request waits
-for nobody.
+for nobody, nor does a transaction that already holds ``batch_max_spans``.
 
 The counters exist for the whole collector (``stats``: health, and what an open collector shows)
 and per project (``stats_for``): a key of one project sees only its own project's traffic, so
@@ -183,7 +183,8 @@ class IngestQueue:
                     taken.append(item)
                 left = deadline - time.monotonic()
                 expected = self._decoding or len(taken) < max(self._recent_requests, default=0)
-                if self._items or not expected or self._stopping or left <= 0 or not taken:
+                full = spans >= self.batch_max_spans  # a request still coming could not join it
+                if self._items or full or not expected or self._stopping or left <= 0 or not taken:
                     if taken:
                         self._recent_requests.append(max(len(taken), self._peak))
                         self._writing = len(taken)

@@ -62,6 +62,21 @@ def test_the_wait_is_bounded_by_gather_seconds(store):
         queue.close()
 
 
+def test_a_full_transaction_waits_for_nobody(store):
+    # Another request is being decoded, but the transaction already holds batch_max_spans: that
+    # request could not join it, so waiting for it (up to gather_seconds) would only delay this one.
+    queue = IngestQueue(store, max_queued_spans=100_000, batch_max_spans=3, gather_seconds=10.0)
+    try:
+        with queue.decoding():
+            started = time.monotonic()
+            assert queue.submit(_raw(3)).result(10) == 3
+            waited = time.monotonic() - started
+        assert waited < 5, f"a full transaction waited {waited:.2f} s for a request that could not join it"
+        assert queue.stats.batches == 1
+    finally:
+        queue.close()
+
+
 def test_a_lone_request_is_written_at_once(store):
     queue = _queue(store, gather_seconds=10.0)
     try:
