@@ -17,7 +17,9 @@ from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 import traceduck
-from traceduck.raw_spans import RAW_COLUMNS, RawSpans, ResourceRegistry, record_row, span_record
+from traceduck import raw_spans
+from traceduck.raw_spans import (RAW_COLUMNS, RawSpans, ResourceRegistry, record_row, span_record, span_record_fields,
+                                 span_record_public)  # fmt: skip
 
 REMOTE_TRACE = 0x0AF7651916CD43DD8448EB211C80319C
 REMOTE_PARENT = 0xB7AD6B7169203331
@@ -123,6 +125,35 @@ def test_a_record_is_the_row_the_store_reads(store_path):
         assert dict(zip(RAW_COLUMNS, record_row(record, "proj"))) == expected
         as_json = json.loads(json.dumps(span_record(span, registry)))  # what the child reads
         assert dict(zip(RAW_COLUMNS, record_row(as_json, "proj"))) == expected
+
+
+def test_the_fast_reader_is_used_and_reads_what_the_public_properties_read(store_path):
+    """``on_end`` reads the SDK's fields directly (the properties copy them): with the installed
+    SDK the self-check picks that reader, and it agrees with the public properties on every span,
+    including attributes and events beyond the SpanLimits (dropped and counted)."""
+    assert raw_spans._fields_reader_agrees()
+    assert span_record is span_record_fields
+    captured = []
+
+    class Capture(traceduck.processor.SpanProcessor):  # type: ignore[name-defined]
+        def on_end(self, span):  # noqa: ANN001
+            captured.append(span)
+
+    provider = TracerProvider(span_limits=SpanLimits(max_attributes=4, max_events=1))
+    provider.add_span_processor(Capture())
+    traceduck.configure(store_path, tracer_provider=provider)
+    _record_everything(provider.get_tracer("records"))
+    with traceduck.start_span("limits") as live:
+        for i in range(6):
+            live.set_attribute(f"k{i}", i)
+        live.add_event("e1", {"n": 1})
+        live.add_event("e2")
+    assert [s.name for s in captured] == ["client", "server", "limits"]
+    assert captured[2].dropped_attributes > 0 and captured[2].dropped_events == 1
+    for span in captured:
+        public, fields = ResourceRegistry(), ResourceRegistry()
+        assert span_record_fields(span, fields) == span_record_public(span, public)
+        assert fields.json == public.json
 
 
 def test_records_become_rows_in_arrival_order_with_rows_added_around_them():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import logging
 import socket
 
 import pytest
@@ -13,6 +14,7 @@ from opentelemetry import trace as otel_trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRatioBased
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 import traceduck
@@ -838,3 +840,45 @@ def test_configure_adds_to_the_global_provider_the_application_set(tmp_path):
     )
     assert proc.stdout.strip() == "handler"
     assert query_file(str(path), "SELECT name FROM traces") == [("handler",)]
+
+
+# -- sampling: the application's sampler decides which traces are recorded -------------------
+
+
+@traceduck.trace
+def sampled_handler(i):
+    span = otel_trace.get_current_span()
+    traceduck.update_current_trace(user=f"user-{i}", tags={"n": str(i)}, client_request_id=f"req-{i}")
+    child_step(i)
+    return format(span.get_span_context().trace_id, "032x"), span.is_recording()
+
+
+def test_a_trace_the_sampler_drops_runs_unchanged_records_nothing_and_logs_nothing(store_path, caplog):
+    traceduck.configure(store_path, tracer_provider=TracerProvider(sampler=ALWAYS_OFF))
+    with caplog.at_level(logging.DEBUG, logger="traceduck"):
+        assert sampled_handler(1)[1] is False
+        with traceduck.start_span("block", attributes={"k": 1}) as span:
+            span.set_inputs({"q": 1})
+            span.set_outputs("a")
+            span.set_attribute("more", 2)
+            traceduck.update_current_trace(tags={"t": "v"})
+        assert list(count_up(3)) == [0, 1, 2]
+        assert asyncio.run(fetch("k")) == {"key": "k"}
+        with pytest.raises(Boom):
+            _raise(Boom("still raised"))()
+    assert stored_traces() == []
+    assert traceduck.stats()["failed_spans"] == 0
+    assert [r.getMessage() for r in caplog.records] == []  # no "could not start", no "outside a trace"
+
+
+def test_a_ratio_sampler_stores_exactly_the_traces_it_keeps_and_each_whole(store_path):
+    traceduck.configure(store_path, tracer_provider=TracerProvider(sampler=ParentBased(TraceIdRatioBased(0.5))))
+    calls = [sampled_handler(i) for i in range(200)]
+    kept = {trace_id for trace_id, recording in calls if recording}
+    assert 0 < len(kept) < 200
+    traces = stored_traces()
+    assert {t.info.trace_id for t in traces} == kept
+    for t in traces:
+        i = t.info.tags["n"]
+        assert sorted(s.name for s in t.data.spans) == ["child_step", "sampled_handler"]
+        assert (t.info.client_request_id, t.info.metadata["trace.user"]) == (f"req-{i}", f"user-{i}")

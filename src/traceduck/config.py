@@ -1,8 +1,9 @@
 """``configure()``: connect traceduck to OpenTelemetry and to a trace store.
 
 traceduck adds ONE span processor to the application's ``TracerProvider`` (or installs a provider
-when the application has none). That processor is a dispatcher whose chain can be replaced, so
-``configure()`` may be called again (tests, notebooks) without stacking processors.
+when the application has none): a :class:`~traceduck.roots.RootSpanTracker`, whose settings and
+writer are replaced in place, so ``configure()`` may be called again (tests, notebooks) without
+stacking processors.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace as otel_trace
-from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
 from . import attributes as attr
+from .roots import RootSpanTracker
 
 if TYPE_CHECKING:
     from .store.base import TraceStore
@@ -71,45 +72,19 @@ class Settings:
         return self.store.startswith(("http://", "https://"))
 
 
-class _Dispatcher(SpanProcessor):
-    """The one processor traceduck adds to a provider; forwards to a replaceable chain."""
-
-    def __init__(self) -> None:
-        self.chain: tuple[SpanProcessor, ...] = ()
-
-    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        for processor in self.chain:
-            processor.on_start(span, parent_context)
-
-    def on_end(self, span: ReadableSpan) -> None:
-        for processor in self.chain:
-            processor.on_end(span)
-
-    def shutdown(self) -> None:
-        chain, self.chain = self.chain, ()
-        for processor in chain:
-            try:
-                processor.shutdown()
-            except Exception:
-                logger.exception("traceduck: error while shutting down %r", processor)
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return all(p.force_flush(timeout_millis) for p in self.chain)
-
-
 @dataclass
 class _Setup:
     settings: Settings
     provider: TracerProvider
     tracer: otel_trace.Tracer
-    dispatcher: _Dispatcher
+    dispatcher: RootSpanTracker
     store: TraceStore | None
     span_processor: SpanProcessor | None
 
 
 _lock = threading.RLock()
 _setup: _Setup | None = None
-_dispatchers: dict[int, _Dispatcher] = {}  # id(provider) -> the dispatcher added to it
+_dispatchers: dict[int, RootSpanTracker] = {}  # id(provider) -> the tracker added to it
 _installed_provider: TracerProvider | None = None
 #: After shutdown() (explicit, or at interpreter exit) tracing records nothing until the next
 #: configure(), instead of quietly setting up the defaults again.
@@ -182,7 +157,6 @@ def configure(
     """
     global _setup, _shut_down
     from .processor import StoreSpanProcessor  # noqa: PLC0415  (keeps the API free of storage)
-    from .roots import RootSpanTracker  # noqa: PLC0415
 
     where = os.fspath(store) if store is not None else os.environ.get("TRACEDUCK_STORE", DEFAULT_STORE)
     # A queued span is a compact row locally (~0.3 KB) but a whole OTel span object in remote mode
@@ -246,10 +220,11 @@ def configure(
             )
         dispatcher = _dispatchers.get(id(provider))
         if dispatcher is None:
-            dispatcher = _Dispatcher()
+            dispatcher = RootSpanTracker()
             provider.add_span_processor(dispatcher)
             _dispatchers[id(provider)] = dispatcher
-        dispatcher.chain = (RootSpanTracker(_root_attributes(settings)), span_processor)
+        dispatcher.root_attributes = _root_attributes(settings) or None
+        dispatcher.processor = span_processor
         tracer = provider.get_tracer(TRACER_NAME)
         _setup = _Setup(settings, provider, tracer, dispatcher, store_obj, span_processor)
     return settings

@@ -71,10 +71,12 @@ def update_current_trace(
         fields["state"] = upper
 
     span = otel_trace.get_current_span()
-    if not span.is_recording():  # also the invalid span outside any trace
-        _warn_outside_trace()
-        return
-    carrier = carrier_for(span, span.get_span_context().trace_id)  # type: ignore[arg-type]
+    context = span.get_span_context()
+    if not span.is_recording():
+        if not context.is_valid:  # outside any trace
+            _warn_outside_trace()
+        return  # else in a trace the sampler dropped: nothing is recorded, by design
+    carrier = carrier_for(span, context.trace_id)  # type: ignore[arg-type]
     if carrier is None:
         _warn_outside_trace()
         return

@@ -43,9 +43,9 @@ from .current_trace import update_current_trace
 from .llm.defaults import with_defaults
 from .llm.normalize import normalize_chat
 from .llm.record import CallContext
-from .roots import claim_root
+from .roots import TraceCarrier, claim_root
 from .serialize import to_json
-from .tracing import _ROOT, _end, _record_error
+from .tracing import _end, _record_error
 
 try:
     import openai
@@ -83,7 +83,8 @@ def _request_of(kwargs: dict[str, Any]) -> dict[str, Any]:
 class _Call:
     """One traced ``create`` call: its span, request, extras and (for streams) chunks."""
 
-    def __init__(self, span: Span, request: dict[str, Any], context: CallContext, root: bool) -> None:
+    def __init__(self, span: Span, request: dict[str, Any], context: CallContext,
+                 root: TraceCarrier | None) -> None:
         self.span = span
         self.request = request
         self.context = context
@@ -146,7 +147,7 @@ class _Call:
         try:
             if error is not None:
                 _record_error(self.span, error)
-            _end(self.span, _ROOT if self.root else None)
+            _end(self.span, self.root)
         except Exception:
             logger.exception("traceduck could not end the span of an OpenAI call")
 
@@ -164,7 +165,7 @@ class _Call:
         log = normalize_chat(self.request, given, latency_ms=latency_ms, ttft_ms=ttft_ms, stream_complete=complete)
         self.span.set_attribute(attr.OUTPUTS, to_json(log.response))
         self.span.set_attributes(self.context.span_attributes(log))
-        if self.root and log.response_preview is not None:
+        if self.root is not None and log.response_preview is not None:
             with self.active():
                 update_current_trace(response_preview=log.response_preview)
 

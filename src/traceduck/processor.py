@@ -37,6 +37,19 @@ WARN_EVERY_SECONDS = 10.0
 TRANSIENT_ERRORS = (StoreBusyError, duckdb.IOException, OSError)
 
 
+#: Forks of this process so far, counted in the child (``os.getpid()`` is a system call: too
+#: slow to ask on every span whether the writer thread survived a fork).
+_forks = 0
+
+
+def _count_fork() -> None:
+    global _forks
+    _forks += 1
+
+
+os.register_at_fork(after_in_child=_count_fork)
+
+
 class _FlushMarker:
     __slots__ = ("done",)
 
@@ -89,7 +102,7 @@ class QueuedSpanProcessor(SpanProcessor):
         self._stopping = False
         self._give_up_at = float("inf")
         self._last_warning = float("-inf")
-        self._pid = os.getpid()
+        self._forks = _forks
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()
         self._start_thread()
@@ -99,7 +112,7 @@ class QueuedSpanProcessor(SpanProcessor):
         pass
 
     def on_end(self, span: ReadableSpan) -> None:
-        if self._pid != os.getpid():  # forked: the writer thread did not survive the fork
+        if self._forks != _forks:  # forked: the writer thread did not survive the fork
             self._after_fork()
         queue = self._queue
         if len(queue) >= self.max_queue_size or self._stopping:
@@ -123,7 +136,7 @@ class QueuedSpanProcessor(SpanProcessor):
         )
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        if self._pid != os.getpid():
+        if self._forks != _forks:
             self._after_fork()
         marker = _FlushMarker()
         self._queue.append(marker)
@@ -152,7 +165,7 @@ class QueuedSpanProcessor(SpanProcessor):
             self._thread.start()
 
     def _after_fork(self) -> None:
-        self._pid = os.getpid()
+        self._forks = _forks
         self.stats = ProcessorStats()  # this process counts its own spans
         self._queue.clear()
         self._wake = threading.Event()

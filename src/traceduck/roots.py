@@ -12,6 +12,7 @@ started by other instrumentation (a FastAPI server span, say) gets its attribute
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -20,6 +21,8 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from . import attributes as attr
 from .serialize import dumps
+
+logger = logging.getLogger("traceduck")
 
 #: Characters of inputs/outputs kept as a trace preview.
 PREVIEW_CHARS = 1000
@@ -97,19 +100,22 @@ def carrier_for(span: Span, trace_id: int | None = None) -> TraceCarrier | None:
     return carrier
 
 
-def claim_root(span: Span) -> bool:
-    """Called by traceduck's own wrappers after starting a span: make its carrier lazy.
+def claim_root(span: Span) -> TraceCarrier | None:
+    """Called by traceduck's own wrappers after starting a span: if ``span`` is a local root,
+    make its carrier lazy and return it (the caller then passes it to :func:`release_root`).
 
-    Returns True if ``span`` is a local root (the caller must then call :func:`release_root`).
+    A span a sampler dropped (a non-recording span) carries nothing.
     """
+    if not span.is_recording():
+        return None
     parent = span.parent  # type: ignore[attr-defined]
     if parent is not None and not parent.is_remote:
-        return False
-    carrier = _carriers.get(span.get_span_context().trace_id)
+        return None
+    carrier = _carriers.get(span.context.trace_id)  # type: ignore[attr-defined]
     if carrier is not None and carrier.span is span:
         carrier.lazy = True
-        return True
-    return False
+        return carrier
+    return None
 
 
 def claim_preview(span: Span, inputs: str | None) -> TraceCarrier | None:
@@ -129,29 +135,34 @@ def release_preview(carrier: TraceCarrier, outputs: str | None) -> None:
         carrier.update({}, {}, {"response_preview": outputs[:PREVIEW_CHARS]}, auto=True)
 
 
-def release_root(span: Span, extra: dict[str, Any] | None = None) -> None:
-    """Write the carrier's fields onto a root started by traceduck, just before it ends, with
-    ``extra`` attributes (its outputs) in the same update."""
-    carrier = _carriers.get(span.get_span_context().trace_id)
-    if carrier is None or carrier.span is not span:
-        if extra:
-            span.set_attributes(extra)
-        return
+def release_root(carrier: TraceCarrier, outputs: str | None = None) -> None:
+    """Write the carrier's fields (and ``outputs``, if given) onto the root it carries, just
+    before the root ends. The root is ``carrier.span``, as :func:`claim_root` returned it."""
+    span = carrier.span
     with carrier.lock:
         carrier.lazy = False  # updates from other threads after this point are written at once
+        # One attribute at a time: the SDK checks a dict of attributes as a whole first (a
+        # Mapping and a Sequence ABC check), which costs more than the second call.
+        if outputs is not None:
+            span.set_attribute(attr.OUTPUTS, outputs)
         if carrier.dirty:
             carrier.dirty = False
-            extra = dict(extra) if extra else {}
-            extra[attr.TRACE_FIELDS] = carrier.serialized()
-        if extra:
-            span.set_attributes(extra)
+            span.set_attribute(attr.TRACE_FIELDS, carrier.serialized())
 
 
 class RootSpanTracker(SpanProcessor):
-    """Remembers the live local root span of each trace; stamps configured root attributes."""
+    """The one span processor traceduck adds to a provider.
 
-    def __init__(self, root_attributes: dict[str, str] | None = None) -> None:
-        self._root_attributes = root_attributes or None
+    It remembers the live local root span of each trace, stamps the configured root attributes
+    on it, and hands every finished span to ``processor`` (the writer of the current
+    ``configure()``). ``configure()`` replaces both on the same tracker, so calling it again
+    never stacks processors on a provider.
+    """
+
+    def __init__(self, root_attributes: dict[str, str] | None = None,
+                 processor: SpanProcessor | None = None) -> None:  # fmt: skip
+        self.root_attributes = root_attributes or None
+        self.processor = processor
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         parent = span.parent
@@ -160,17 +171,26 @@ class RootSpanTracker(SpanProcessor):
             # The outermost local root wins if a trace has several in this process.
             if trace_id not in _carriers:
                 _carriers[trace_id] = TraceCarrier(span)
-            if self._root_attributes:
-                span.set_attributes(self._root_attributes)
+            if self.root_attributes:
+                span.set_attributes(self.root_attributes)
 
     def on_end(self, span: ReadableSpan) -> None:
-        trace_id = span.context.trace_id
-        carrier = _carriers.get(trace_id)
-        if carrier is not None and carrier.span.context.span_id == span.context.span_id:
-            _carriers.pop(trace_id, None)
+        context = span.context
+        carrier = _carriers.get(context.trace_id)
+        if carrier is not None and carrier.span.context.span_id == context.span_id:
+            _carriers.pop(context.trace_id, None)
+        processor = self.processor
+        if processor is not None:
+            processor.on_end(span)
 
     def shutdown(self) -> None:
-        pass
+        processor, self.processor = self.processor, None
+        if processor is not None:
+            try:
+                processor.shutdown()
+            except Exception:
+                logger.exception("traceduck: error while shutting down %r", processor)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
+        processor = self.processor
+        return processor.force_flush(timeout_millis) if processor is not None else True

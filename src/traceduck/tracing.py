@@ -124,7 +124,7 @@ def start_span(
     if span_type and span_type != DEFAULT_SPAN_TYPE:  # absent reads back as UNKNOWN
         start_attributes[attr.SPAN_TYPE] = span_type
     span = get_tracer().start_span(name, attributes=start_attributes)
-    role = _ROOT if claim_root(span) else None
+    role = claim_root(span)
     token = otel_context.attach(otel_trace.set_span_in_context(span))
     live = LiveSpan(span, start_attributes)
     try:
@@ -176,7 +176,7 @@ class _CallRecorder:
 
     def start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Span, otel_context.Context, Any,
                                                                             dict[str, Any]]:  # fmt: skip
-        """Start the span; the third value says what the span is to its trace (see ``_end``), the
+        """Start the span; the third value is the carrier the span is tied to (see ``_end``), the
         fourth holds the attributes it started with (set again at the end if they were evicted)."""
         attributes = dict(self.start_attributes)
         inputs = None
@@ -185,31 +185,28 @@ class _CallRecorder:
         except Exception:
             logger.exception("traceduck could not record the inputs of %s", self.name)
         span = get_tracer().start_span(self.name, attributes=attributes)
-        role: Any = _ROOT if claim_root(span) else claim_preview(span, inputs)
+        role = claim_root(span) or claim_preview(span, inputs)
         return span, otel_trace.set_span_in_context(span), role, attributes
 
 
-#: ``role`` of a span that is its trace's local root; a TraceCarrier role means the span lends
-#: its outputs to the trace's response preview; None means nothing to do.
-_ROOT = object()
-
-
-def _end(span: Span, role: Any, outputs: str | None = None, keep: dict[str, Any] | None = None,
+def _end(span: Span, role: TraceCarrier | None, outputs: str | None = None, keep: dict[str, Any] | None = None,
          set_outputs: bool = False) -> None:
-    """End ``span``; with ``set_outputs``, ``outputs`` is set on it first, in the same call as the
-    trace fields of a root (one lock and one attribute update instead of two)."""
+    """End ``span``. ``role`` is the carrier the span is tied to: the one of its trace when the
+    span is that trace's local root (see :func:`claim_root`), whose fields are written now; the
+    one of a root of other instrumentation when the span lends it previews; or None. With
+    ``set_outputs``, ``outputs`` is set on the span first."""
     try:
-        extra = {attr.OUTPUTS: outputs} if set_outputs and outputs is not None else None
-        if role is _ROOT:
-            release_root(span, extra)
+        outputs_attribute = outputs if set_outputs else None
+        if role is not None and role.span is span:
+            release_root(role, outputs_attribute)
         else:
-            if extra:
-                span.set_attributes(extra)
-            if isinstance(role, TraceCarrier):
+            if outputs_attribute is not None:
+                span.set_attribute(attr.OUTPUTS, outputs_attribute)
+            if role is not None:
                 release_preview(role, outputs)
         # Past SpanLimits (128 attributes by default) the SDK evicts the OLDEST attributes: the
         # span's type and inputs come back (the dropped count is stored with the span).
-        if keep and span.dropped_attributes:  # type: ignore[attr-defined]
+        if keep and getattr(span, "dropped_attributes", 0):  # a sampled-out span has none
             span.set_attributes(keep)
     except Exception:
         logger.exception("traceduck could not record the outputs or the trace fields")
