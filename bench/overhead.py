@@ -173,6 +173,9 @@ def main() -> None:
             out.append(raw)
         return out
 
+    # Steady state: pyarrow imports pandas on its first conversion (~0.4 s, once per process;
+    # the writer process does it when it starts), which is not the writer's throughput.
+    RawSpans().to_arrow()
     for key, linger in (("writer_spans_per_s", False), ("writer_backlog_spans_per_s", True)):
         store = DuckDBStore(os.path.join(tmp, f"writer-{key}.duckdb"))
         store.acquire_writer()

@@ -52,6 +52,21 @@ def test_configure_uses_a_writer_process_by_default(configured):
     assert traceduck.stats()["written_spans"] == 1
 
 
+def test_the_writer_process_prepares_arrow_before_the_first_batch(configured):
+    """pyarrow's first conversion imports pandas (when installed, as with the test extras): the
+    child does that as it starts, so the first batch is not held up by it."""
+    child = _writer()._child
+    assert child is not None
+    deadline = time.monotonic() + 30
+    loaded = False
+    while not loaded and time.monotonic() < deadline:
+        with open(f"/proc/{child.pid}/maps") as fh:
+            loaded = "pandas/_libs" in fh.read()
+        time.sleep(0.05)
+    assert loaded, "the writer process had not imported pandas (pyarrow's first conversion) by itself"
+    assert traceduck.stats()["written_spans"] == 0  # nothing was written to get there
+
+
 def test_trace_fields_arrive_intact_through_the_writer_process(configured):
     with traceduck.start_span("root", span_type="CHAIN"):
         traceduck.update_current_trace(user="jane", client_request_id="req-1", tags={"t": "v"},

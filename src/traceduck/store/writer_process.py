@@ -189,6 +189,8 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.WARNING, format="traceduck writer: %(message)s")
     store = DuckDBStore(argv[0])
     store.file.delegated_writer = True  # the parent holds the writer lock; write on its behalf
+    # pyarrow imports pandas on its first conversion (~0.4 s): now, not in the first batch.
+    RawSpans().to_arrow()
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     while True:
         if store.file.attached and not select.select([stdin], [], [], IDLE_RELEASE_SECONDS)[0]:
