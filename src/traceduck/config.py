@@ -77,14 +77,14 @@ class _Setup:
     settings: Settings
     provider: TracerProvider
     tracer: otel_trace.Tracer
-    dispatcher: RootSpanTracker
+    tracker: RootSpanTracker
     store: TraceStore | None
     span_processor: SpanProcessor | None
 
 
 _lock = threading.RLock()
 _setup: _Setup | None = None
-_dispatchers: dict[int, RootSpanTracker] = {}  # id(provider) -> the tracker added to it
+_trackers: dict[int, RootSpanTracker] = {}  # id(provider) -> the tracker added to it
 _installed_provider: TracerProvider | None = None
 #: After shutdown() (explicit, or at interpreter exit) tracing records nothing until the next
 #: configure(), instead of quietly setting up the defaults again.
@@ -218,15 +218,15 @@ def configure(
                 flush_interval=settings.flush_interval,
                 default_project=settings.project,
             )
-        dispatcher = _dispatchers.get(id(provider))
-        if dispatcher is None:
-            dispatcher = RootSpanTracker()
-            provider.add_span_processor(dispatcher)
-            _dispatchers[id(provider)] = dispatcher
-        dispatcher.root_attributes = _root_attributes(settings) or None
-        dispatcher.processor = span_processor
+        tracker = _trackers.get(id(provider))
+        if tracker is None:
+            tracker = RootSpanTracker()
+            provider.add_span_processor(tracker)
+            _trackers[id(provider)] = tracker
+        tracker.root_attributes = _root_attributes(settings) or None
+        tracker.processor = span_processor
         tracer = provider.get_tracer(TRACER_NAME)
-        _setup = _Setup(settings, provider, tracer, dispatcher, store_obj, span_processor)
+        _setup = _Setup(settings, provider, tracer, tracker, store_obj, span_processor)
     return settings
 
 
@@ -290,7 +290,7 @@ def shutdown() -> None:
         if setup is None:
             return
         _shut_down = True
-        setup.dispatcher.shutdown()
+        setup.tracker.shutdown()
         if setup.store is not None:
             setup.store.file.writes_elsewhere = False
             setup.store.release_writer()
