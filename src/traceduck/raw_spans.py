@@ -123,21 +123,15 @@ class ResourceRegistry:
         self.json: list[str] = []
         self._index: dict[int, tuple[Any, int]] = {}
         self._lock = threading.Lock()
-        self._last: tuple[Any, int] = (None, 0)
 
     def index(self, attributes: Mapping[str, Any]) -> int:
-        last = self._last
-        if last[0] is attributes:  # nearly always: one provider, one Resource
-            return last[1]
         cached = self._index.get(id(attributes))
         if cached is not None and cached[0] is attributes:
-            index = cached[1]
-        else:
-            with self._lock:
-                index = len(self.json)
-                self.json.append(dumps(dict(attributes)))
-                self._index[id(attributes)] = (attributes, index)
-        self._last = (attributes, index)  # one tuple: another thread never sees half of it
+            return cached[1]
+        with self._lock:
+            index = len(self.json)
+            self.json.append(dumps(dict(attributes)))
+            self._index[id(attributes)] = (attributes, index)
         return index
 
 
@@ -317,42 +311,19 @@ _U64 = (1 << 64) - 1
  _R_MESSAGE, _R_ATTRIBUTES, _R_EVENTS, _R_RESOURCE, _R_DROPPED_ATTRIBUTES, _R_DROPPED_EVENTS) = range(16)  # fmt: skip
 
 
-def span_record_public(span: ReadableSpan, resources: ResourceRegistry) -> tuple[Any, ...]:
+def span_record_fields(span: ReadableSpan, resources: ResourceRegistry) -> tuple[Any, ...]:
     """A finished OTel SDK span as a record: its values as they are, nothing formatted.
 
     This is all ``SpanProcessor.on_end`` does on the application's thread (the span object is
     freed at once). Every item is a JSON value orjson encodes as is (the 128-bit trace id in two
     64-bit halves), so a batch of records goes to the writer process in one C call, which turns
-    them into rows (:func:`record_row`) off the application's GIL. This reader goes through the
-    span's public properties; :func:`span_record` is the same, faster.
+    them into rows (:func:`record_row`) off the application's GIL.
+
+    It reads the fields the SDK's ``ReadableSpan`` keeps its values in, not its properties, which
+    copy them (``events`` takes a lock and builds a tuple even when there are none; ``attributes``
+    wraps them in a proxy): about 3x faster. Used only where :func:`_fields_reader_agrees` finds
+    the installed SDK keeps them as 1.x always has; else :func:`span_record_public`.
     """
-    ctx = span.context
-    trace_id = ctx.trace_id
-    parent = span.parent
-    status = span.status
-    attributes = span.attributes
-    events = span.events
-    resource = span.resource
-    return (
-        trace_id >> 64, trace_id & _U64, ctx.span_id,
-        parent.span_id if parent is not None else None, parent is not None and parent.is_remote,
-        # ``_value_`` is the enum member's value (``.value`` is a descriptor call, ten times slower)
-        span.name, span.kind._value_, span.start_time or 0, span.end_time,
-        status.status_code._value_, status.description,
-        attributes.copy() if attributes else None,  # a plain dict copy of the span's attributes
-        [{"name": e.name, "timestamp_ns": e.timestamp, "attributes": dict(e.attributes or {})}
-         for e in events] if events else None,
-        resources.index(resource.attributes if resource is not None else _NO_RESOURCE),
-        span.dropped_attributes, span.dropped_events,
-    )  # fmt: skip
-
-
-def span_record_fields(span: ReadableSpan, resources: ResourceRegistry) -> tuple[Any, ...]:
-    """:func:`span_record_public`, reading the fields the SDK's ``ReadableSpan`` keeps its values
-    in instead of its properties, which copy them (``events`` takes a lock and builds a tuple
-    even when there are none; ``attributes`` wraps them in a proxy): about 3x faster, on the
-    application's thread for every span. Used only where :func:`_fields_reader_agrees` finds
-    the installed SDK keeps them as 1.x always has."""
     ctx = span._context
     trace_id = ctx.trace_id
     parent = span._parent
@@ -363,14 +334,45 @@ def span_record_fields(span: ReadableSpan, resources: ResourceRegistry) -> tuple
     return (
         trace_id >> 64, trace_id & _U64, ctx.span_id,
         parent.span_id if parent is not None else None, parent is not None and parent.is_remote,
+        # ``_value_`` is the enum member's value (``.value`` is a descriptor call, ten times slower)
         span._name, span._kind._value_, span._start_time or 0, span._end_time,
         status.status_code._value_, status.description,
-        (attributes.copy() or None) if attributes is not None else None,
+        (attributes.copy() or None) if attributes is not None else None,  # a plain dict copy
         [{"name": e.name, "timestamp_ns": e.timestamp, "attributes": dict(e.attributes or {})}
          for e in events] if events else None,
         resources.index(resource.attributes if resource is not None else _NO_RESOURCE),
         getattr(attributes, "dropped", 0), getattr(events, "dropped", 0),
     )  # fmt: skip
+
+
+class _Counted(dict):  # type: ignore[type-arg]
+    """Attributes with the number the SDK dropped, as its ``BoundedAttributes`` carry it."""
+
+    __slots__ = ("dropped",)
+
+
+class _CountedList(list):  # type: ignore[type-arg]
+    """Events with the number the SDK dropped, as its ``BoundedList`` carries it."""
+
+    __slots__ = ("dropped",)
+
+
+class _PublicFields:
+    """A span's public properties under the names of the fields :func:`span_record_fields` reads."""
+
+    def __init__(self, span: ReadableSpan) -> None:
+        self._context, self._parent, self._status = span.context, span.parent, span.status
+        self._name, self._kind, self._resource = span.name, span.kind, span.resource
+        self._start_time, self._end_time = span.start_time, span.end_time
+        self._attributes = _Counted(span.attributes or {})
+        self._attributes.dropped = span.dropped_attributes
+        self._events = _CountedList(span.events)
+        self._events.dropped = span.dropped_events
+
+
+def span_record_public(span: ReadableSpan, resources: ResourceRegistry) -> tuple[Any, ...]:
+    """:func:`span_record_fields` through the span's public properties (slower; the fallback)."""
+    return span_record_fields(_PublicFields(span), resources)  # type: ignore[arg-type]
 
 
 def _fields_reader_agrees() -> bool:
