@@ -1,7 +1,7 @@
 """Trace rows built by the store's writer: the fast path (metadata and tags merged as JSON text)
 and the general path (typed values, nulls, nested values, identity attributes) give the same
 tags and metadata as the rules of ``traceduck.metadata`` say, whatever the mix in one batch, and
-whether the batch takes the statement for all-simple batches or the general one."""
+whether a plain batch's rows are built in Python or in SQL."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ PLAIN = _case({"a": "x", "b": 2, "lang": 0.25, "x.y": True}, {"a": "t", "b": "u"
 
 @settings(max_examples=40, deadline=None)
 @given(cases=st.lists(TRACE, min_size=1, max_size=12))
-@example(cases=[PLAIN, _case(), _case(tags={"a": "b"})])  # every row simple: the smaller statement
+@example(cases=[PLAIN, _case(), _case(tags={"a": "b"})])  # every row plain: built in Python
 @example(cases=[PLAIN, _case({"a": None})])  # a null value: merged as JSON text it would vanish
 @example(cases=[PLAIN, _case(tags={"a": None}), _case(defaults={"b": None}, metadata={"a": "1"})])
 @example(cases=[PLAIN, _case({"a": {"type": "url", "url": "u", "text": "t"}}, {"a": "p"})])  # typed value

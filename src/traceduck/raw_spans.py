@@ -223,7 +223,10 @@ class RawSpans:
             self.rows = [tuple(clean_text(v) if isinstance(v, str) else v for v in row) for row in self.rows]
             columns = list(zip(*self.rows))
             arrays = [pa.array(values, type_) for values, type_ in zip(columns, _TYPES)]
-        arrays.append(pa.array(range(len(self.rows)), pa.int64()))
+        import pyarrow.compute as pc  # noqa: PLC0415  (only where batches are written: 60 ms to import)
+
+        # 0, 1, 2, ...: a running sum of ones is built in C (``pa.array(range(n))`` iterates in Python)
+        arrays.append(pc.cumulative_sum(pa.repeat(pa.scalar(1, pa.int64()), len(self.rows)), start=-1))
         return pa.table(arrays, names=[*RAW_COLUMNS, "seq"])
 
     def resource(self, attributes: Mapping[str, Any]) -> int:

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import duckdb
-import orjson
 import pyarrow as pa
 
 from ..raw_spans import RAW_COLUMNS, RawSpans
@@ -142,14 +141,17 @@ _IDENTITY = _entries(
 _IDENTITY_PATTERN = r'"(enduser\.id|user\.id|session\.id|gen_ai\.conversation\.id|mlflow\.trace\.(user|session))"'
 _HAS_IDENTITY = f"regexp_matches(attributes, '{_IDENTITY_PATTERN}')"
 
+#: The trace fields the statement reads, parsed once per row: ``f[1]`` .. ``f[6]``.
+_FIELD_PATHS = ("$.state", "$.client_request_id", "$.request_preview", "$.response_preview", "$.metadata", "$.tags")
+
 #: Trace fields that the fast path below computes exactly as the general one: no JSON ``null``
 #: (a merge patch would delete the key; looked for in the text, where a false alarm only costs
 #: the general path) and no object among the metadata values (typed values need their string
 #: forms; a merge patch would merge objects). (A key repeated within one JSON object, which no
 #: SDK sends, is an error to the general path and the last one wins here.)
 _SIMPLE_FIELDS = (
-    "(NOT contains(r.trace_fields, 'null')"
-    " AND NOT list_contains(json_type(TRY_CAST(r.trace_fields AS JSON), '$.metadata.*'), 'OBJECT'))"
+    "(f IS NOT NULL AND NOT contains(trace_fields, 'null')"
+    " AND NOT coalesce(list_contains(json_type(f[5], '$.*'), 'OBJECT'), false))"
 )
 
 
@@ -158,107 +160,85 @@ def _object(expr: str) -> str:
     return f"CASE WHEN json_type({expr}) = 'OBJECT' THEN {expr} ELSE '{{}}'::JSON END"
 
 
-def _trace_rows_sql(general: bool) -> str:
+def _trace_rows_sql() -> str:
     """One trace row (or patch) per span that is a local root or carries trace fields.
 
     Built in steps materialised one after another: DuckDB would otherwise inline each step's
-    expressions into every use and parse the same JSON many times over. Most traces take the
-    fast path, merging metadata and tags as JSON text (merge patch) and casting each to a MAP
-    once: MAP construction and ``map_concat`` cost DuckDB microseconds per row, the bulk of a
-    batch. Without ``general`` every row of the batch is known to qualify for the fast path
-    (:func:`_all_simple`), and the statement is smaller: cheaper to plan for a small batch.
+    expressions into every use and parse the same JSON many times over. The first step parses
+    each row's trace fields once (all six paths in one call) and keeps only what the next steps
+    read (previews, not the whole inputs and outputs). Most traces take the fast path, merging
+    metadata and tags as JSON (merge patch) and casting each to a MAP once: building a MAP costs
+    DuckDB ~2.5 µs a row (it checks the keys), ``map_concat`` more, so the general path (typed
+    values, nulls, nested values, OTel identity attributes) is only taken by the rows that need
+    it: ``CASE`` evaluates a branch only for the rows that take it.
     """
-    fast = (f", coalesce((r.trace_fields IS NULL OR {_SIMPLE_FIELDS}) AND coalesce(i.simple, true)"
-            f" AND NOT (r.is_root AND r.attributes IS NOT NULL AND {_HAS_IDENTITY}), false) AS fast") if general else ""
-    own_metadata, own_tags = _object("json_extract(tf, '$.metadata')"), _object("json_extract(tf, '$.tags')")
-    merged_meta = f"CAST(json_merge_patch(coalesce(TRY_CAST(implicit AS JSON), '{{}}'::JSON), {own_metadata}) AS VARCHAR)"
-    plain_text = "TRY_CAST(CAST(meta_json AS JSON) AS MAP(VARCHAR, VARCHAR))"
-    merged_tags = f"TRY_CAST(json_merge_patch(CAST(meta_json AS JSON), {own_tags}) AS MAP(VARCHAR, VARCHAR))"
-    if general:
-        merged_meta = f"""CASE WHEN fast THEN {merged_meta}
-        ELSE CAST(to_json(map_concat(
-            coalesce({_json_map('implicit', 'JSON')}, {_EMPTY_JSON_MAP}),
-            CASE WHEN is_root AND attributes IS NOT NULL AND {_HAS_IDENTITY} THEN {_IDENTITY} END,
-            coalesce(TRY_CAST(json_extract(tf, '$.metadata') AS MAP(VARCHAR, JSON)), {_EMPTY_JSON_MAP})
-        )) AS VARCHAR) END"""
-        # typed values ({"type": ...}) need their string forms; plain scalars cast directly
-        plain_text = f"""CASE WHEN NOT fast AND contains(meta_json, '"type":')
-             THEN {_string_forms('CAST(CAST(meta_json AS JSON) AS MAP(VARCHAR, JSON))')}
-             ELSE {plain_text} END"""
-        merged_tags = f"""CASE WHEN fast THEN {merged_tags}
-        ELSE map_concat(meta_text, coalesce(TRY_CAST(json_extract(tf, '$.tags') AS MAP(VARCHAR, VARCHAR)),
-                                            {_EMPTY_TEXT_MAP})) END"""
+    paths = ", ".join(f"'{path}'" for path in _FIELD_PATHS)
+    own_metadata, own_tags = _object("f[5]"), _object("f[6]")
     return f"""
 WITH base AS MATERIALIZED (
-    SELECT r.trace_id, r.seq, r.project, r.is_root, r.name, r.status, r.start_time_ns, r.end_time_ns,
-           r.span_id, r.inputs, r.outputs, r.attributes, i.implicit, TRY_CAST(r.trace_fields AS JSON) AS tf{fast}
-    FROM _td_raw r
-    LEFT JOIN _td_impl i
-      ON r.is_root AND i.idx = r.resource
-     AND i.default_metadata IS NOT DISTINCT FROM r.default_metadata
-    WHERE r.is_root OR r.trace_fields IS NOT NULL
+    SELECT *, coalesce((trace_fields IS NULL OR {_SIMPLE_FIELDS}) AND coalesce(simple, true)
+                       AND identity IS NULL, false) AS fast
+    FROM (
+        SELECT r.trace_id, r.seq, r.project, r.is_root, r.name, r.status, r.start_time_ns, r.end_time_ns,
+               r.span_id, r.trace_fields, i.implicit, i.simple,
+               CASE WHEN r.is_root THEN {_preview('r.inputs')} END AS input_preview,
+               CASE WHEN r.is_root THEN {_preview('r.outputs')} END AS output_preview,
+               CASE WHEN r.is_root AND r.attributes IS NOT NULL AND {_HAS_IDENTITY} THEN {_IDENTITY} END AS identity,
+               json_extract(TRY_CAST(r.trace_fields AS JSON), [{paths}]) AS f
+        FROM _td_raw r
+        LEFT JOIN _td_impl i
+          ON r.is_root AND i.idx = r.resource
+         AND i.default_metadata IS NOT DISTINCT FROM r.default_metadata
+        WHERE r.is_root OR r.trace_fields IS NOT NULL
+    )
 ), fields AS MATERIALIZED (
-    SELECT *,
-        json_extract_string(tf, '$.state') AS t_state,
-        json_extract_string(tf, '$.client_request_id') AS t_client_request_id,
-        json_extract_string(tf, '$.request_preview') AS t_request_preview,
-        json_extract_string(tf, '$.response_preview') AS t_response_preview,
-        {merged_meta} AS meta_json
+    SELECT * EXCLUDE (trace_fields, implicit, simple, identity),
+        CASE WHEN fast THEN json_merge_patch(coalesce(TRY_CAST(implicit AS JSON), '{{}}'::JSON), {own_metadata})
+        ELSE to_json(map_concat(
+            coalesce({_json_map('implicit', 'JSON')}, {_EMPTY_JSON_MAP}),
+            identity,
+            coalesce(TRY_CAST(f[5] AS MAP(VARCHAR, JSON)), {_EMPTY_JSON_MAP})
+        )) END AS meta_json
     FROM base
 ), texts AS MATERIALIZED (
-    SELECT *, {plain_text} AS meta_text FROM fields
+    SELECT *,
+        -- typed values ({{"type": ...}}) need their string forms; plain scalars cast directly
+        CASE WHEN NOT fast AND contains(CAST(meta_json AS VARCHAR), '"type":')
+             THEN {_string_forms('CAST(meta_json AS MAP(VARCHAR, JSON))')}
+             ELSE TRY_CAST(meta_json AS MAP(VARCHAR, VARCHAR)) END AS meta_text
+    FROM fields
 ), tagged AS MATERIALIZED (
-    SELECT *, {merged_tags} AS tags FROM texts
+    SELECT *,
+        CASE WHEN fast THEN TRY_CAST(json_merge_patch(meta_json, {own_tags}) AS MAP(VARCHAR, VARCHAR))
+        ELSE map_concat(meta_text, coalesce(TRY_CAST(f[6] AS MAP(VARCHAR, VARCHAR)), {_EMPTY_TEXT_MAP})) END AS tags
+    FROM texts
 )
 SELECT
     trace_id AS hex_id, seq, coalesce(project, $default_project) AS project,
     CASE WHEN is_root THEN name END AS name,
-    CASE WHEN is_root THEN coalesce(t_state, CASE WHEN status = 'ERROR' THEN 'ERROR' ELSE 'OK' END)
-         ELSE t_state END AS state,
+    CASE WHEN is_root THEN coalesce(f[1] ->> '$', CASE WHEN status = 'ERROR' THEN 'ERROR' ELSE 'OK' END)
+         ELSE f[1] ->> '$' END AS state,
     CASE WHEN is_root THEN start_time_ns // 1000000 END AS request_time,
     CASE WHEN is_root THEN end_time_ns // 1000000 - start_time_ns // 1000000 END AS execution_duration,
     CASE WHEN is_root THEN end_time_ns // 1000000 END AS end_time,
-    t_client_request_id AS client_request_id,
+    f[2] ->> '$' AS client_request_id,
     tags['trace.user'] AS trace_user,
     tags['trace.session'] AS session_id,
     tags['trace.environment'] AS environment,
-    coalesce(t_request_preview, CASE WHEN is_root THEN {_preview('inputs')} END) AS request_preview,
-    coalesce(t_response_preview, CASE WHEN is_root THEN {_preview('outputs')} END) AS response_preview,
+    coalesce(f[3] ->> '$', input_preview) AS request_preview,
+    coalesce(f[4] ->> '$', output_preview) AS response_preview,
     tags,
     meta_text AS metadata,
-    meta_json AS metadata_json,
+    CAST(meta_json AS VARCHAR) AS metadata_json,
     CASE WHEN is_root THEN span_id END AS root_span_id,
     $stored_at AS stored_at
 FROM tagged
 """
 
 
-_TRACE_ROWS_SQL = _trace_rows_sql(general=True)
-_SIMPLE_TRACE_ROWS_SQL = _trace_rows_sql(general=False)
+_TRACE_ROWS_SQL = _trace_rows_sql()
 
 _IDENTITY_KEYS = re.compile(_IDENTITY_PATTERN)
-_FIELDS_INDEX = RAW_COLUMNS.index("trace_fields")
-
-
-def _all_simple(raw: RawSpans, implicit: pa.Table) -> bool:
-    """Every trace row of the batch qualifies for the fast path (the same tests as ``fast`` in
-    :func:`_trace_rows_sql`, in Python)."""
-    if not all(implicit.column("simple").to_pylist()):
-        return False
-    for row in raw.rows:
-        fields = row[_FIELDS_INDEX]
-        if fields is not None:
-            if "null" in fields:
-                return False
-            try:
-                metadata = orjson.loads(fields).get("metadata")
-            except (orjson.JSONDecodeError, AttributeError):
-                return False  # not a JSON object: left to the general statement
-            if isinstance(metadata, dict) and any(isinstance(v, dict) for v in metadata.values()):
-                return False
-        if row[_IS_ROOT_INDEX] and row[_ATTRIBUTES_INDEX] is not None and _IDENTITY_KEYS.search(row[_ATTRIBUTES_INDEX]):
-            return False
-    return True
 
 
 #: Most traces in a batch whose rows are built in Python. Python saves the planning of the SQL
@@ -290,23 +270,29 @@ _RESPONSES_SQL = (
 #: One row per LLM call (a span with ``gen_ai.request.model`` or ``gen_ai.usage.*`` attributes):
 #: model, tokens (GenAI names, older ``prompt/completion_tokens`` accepted), cost, latency. A span
 #: of other instrumentation has no ``traceduck.llm.latency_ms``: its duration is used instead.
+#: The span attributes an LLM call's row reads, parsed once per span: ``a[1]`` .. ``a[10]``.
+_LLM_ATTRIBUTES = (
+    "gen_ai.request.model", "gen_ai.response.model", "gen_ai.response.id", "gen_ai.usage.input_tokens",
+    "gen_ai.usage.prompt_tokens", "gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens",
+    "traceduck.llm.cost_usd", "traceduck.llm.usage_estimated", "traceduck.llm.latency_ms",
+)  # fmt: skip
 _LLM_CALLS_SELECT = (
     "SELECT CAST(trace_id AS UUID) AS trace_id, span_id, coalesce(project, $default_project) AS project,"
     " model, response_id, input_tokens, output_tokens, cost_usd, usage_estimated,"
     " coalesce(latency_ms, CASE WHEN NOT ours THEN (end_time_ns - start_time_ns) / 1e6 END) AS latency_ms,"
     " start_time_ns FROM ("
-    "  SELECT *, coalesce(" + _attr("gen_ai.request.model") + ", " + _attr("gen_ai.response.model") + ") AS model,"
-    "   " + _attr("gen_ai.response.id") + " AS response_id,"
-    "   TRY_CAST(coalesce(" + _attr("gen_ai.usage.input_tokens") + ", " + _attr("gen_ai.usage.prompt_tokens")
-    + ") AS BIGINT) AS input_tokens,"
-    "   TRY_CAST(coalesce(" + _attr("gen_ai.usage.output_tokens") + ", " + _attr("gen_ai.usage.completion_tokens")
-    + ") AS BIGINT) AS output_tokens,"
-    "   TRY_CAST(" + _attr("traceduck.llm.cost_usd") + " AS DOUBLE) AS cost_usd,"
-    "   coalesce(TRY_CAST(" + _attr("traceduck.llm.usage_estimated") + " AS BOOLEAN), false) AS usage_estimated,"
-    "   TRY_CAST(" + _attr("traceduck.llm.latency_ms") + " AS DOUBLE) AS latency_ms,"
-    "   contains(attributes, '\"traceduck.llm.') AS ours"
-    "  FROM _td_raw WHERE attributes IS NOT NULL"
-    "   AND (contains(attributes, 'gen_ai.request.model') OR contains(attributes, 'gen_ai.usage.')))"
+    "  SELECT *, coalesce(a[1], a[2]) AS model, a[3] AS response_id,"
+    "   TRY_CAST(coalesce(a[4], a[5]) AS BIGINT) AS input_tokens,"
+    "   TRY_CAST(coalesce(a[6], a[7]) AS BIGINT) AS output_tokens,"
+    "   TRY_CAST(a[8] AS DOUBLE) AS cost_usd,"
+    "   coalesce(TRY_CAST(a[9] AS BOOLEAN), false) AS usage_estimated,"
+    "   TRY_CAST(a[10] AS DOUBLE) AS latency_ms"
+    "  FROM ("
+    "   SELECT trace_id, span_id, project, start_time_ns, end_time_ns,"
+    "    contains(attributes, '\"traceduck.llm.') AS ours,"
+    "    json_extract_string(attributes, [" + ", ".join(f"'$.\"{key}\"'" for key in _LLM_ATTRIBUTES) + "]) AS a"
+    "   FROM _td_raw WHERE attributes IS NOT NULL"
+    "    AND (contains(attributes, 'gen_ai.request.model') OR contains(attributes, 'gen_ai.usage.'))))"
     " WHERE model IS NOT NULL OR input_tokens IS NOT NULL OR output_tokens IS NOT NULL"
 )
 _LLM_CALLS_COLUMNS = (
@@ -561,8 +547,7 @@ def write_batch(
         if _td_rows is not None:  # every trace plain: its rows built in Python (see plain_rows)
             traces_sql = f"INSERT INTO traces ({_INSERT_COLUMNS}) SELECT {_PLAIN_SELECT} FROM _td_rows"
         else:
-            traces_sql = (f"INSERT INTO traces ({_INSERT_COLUMNS}) SELECT {_ROW_SELECT} FROM"
-                          f" ({_SIMPLE_TRACE_ROWS_SQL if _all_simple(raw, _td_impl) else _TRACE_ROWS_SQL})")
+            traces_sql = f"INSERT INTO traces ({_INSERT_COLUMNS}) SELECT {_ROW_SELECT} FROM ({_TRACE_ROWS_SQL})"
         statements = [
             _spans_insert_sql(dedupe_spans),
             traces_sql,
