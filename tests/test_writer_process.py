@@ -166,3 +166,55 @@ def test_forked_application_process_does_not_write_through_the_parents_writer(co
     assert traceduck.flush()
     names = sorted(t.info.name for t in traceduck.search_traces(return_type="list"))
     assert names == ["parent-after", "parent-before"]
+
+
+def test_the_writer_process_keeps_the_garbage_collector_out_of_a_batch(tmp_path):
+    """The child turns automatic collection off while it builds and writes batches (collecting
+    after each one instead), gives the collector back as it was when it ends, and exits with
+    nothing on stderr (frozen objects would be reported as leaks by DuckDB's bindings)."""
+    path = str(tmp_path / "gc.duckdb")
+    proc = run_python(
+        f"""
+        import gc, os, struct, sys
+        from traceduck.raw_spans import RawSpans
+        from traceduck.store import writer_process
+
+        frames = b""
+        for n in range(3):
+            raw = RawSpans()
+            res = raw.resource({{"service.name": "svc"}})
+            raw.add(f"{{n + 1:032x}}", f"{{n + 1:016x}}", None, False, "root", "INTERNAL", 10**18 + n,
+                    10**18 + n + 5, "UNSET", None, {{"k": n}}, None, res)
+            data = writer_process._encode(raw, linger=n < 2)
+            frames += struct.pack("!I", len(data)) + data
+        enabled_while_converting = []
+        real = RawSpans.to_arrow
+
+        def spy(self):
+            enabled_while_converting.append((len(self), gc.isenabled()))
+            return real(self)
+
+        RawSpans.to_arrow = spy
+        read_end, write_end = os.pipe()  # the child selects on its stdin: a real pipe
+        os.write(write_end, frames)
+        os.close(write_end)
+        sys.stdin = os.fdopen(read_end, "r")
+        sys.stdout = open({str(tmp_path / "replies")!r}, "w")
+        collections_before = gc.get_stats()[2]["collections"]
+        assert writer_process.main([{path!r}]) == 0
+        sys.stdout.close()
+        sys.stdout = sys.__stdout__
+        print(enabled_while_converting)
+        print(gc.isenabled(), gc.get_freeze_count(), gc.get_stats()[2]["collections"] - collections_before)
+        print(open({str(tmp_path / "replies")!r}, "rb").read().count(b'"ok": true'))
+        """
+    )
+    converted, state, replies = proc.stdout.strip().splitlines()
+    # the warm-up conversion at start-up with the collector on; the three batches with it off
+    assert converted == "[(0, True), (1, False), (1, False), (1, False)]"
+    enabled, frozen, full_collections = state.split()
+    assert (enabled, frozen) == ("True", "0")
+    assert int(full_collections) >= 3  # one after each batch
+    assert replies == "3"
+    assert proc.stderr == ""
+    assert traceduck.count_traces(store=path) == 3

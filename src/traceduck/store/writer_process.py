@@ -16,6 +16,7 @@ process keeps the store's writer lock; the child writes on its behalf.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -191,6 +192,21 @@ def main(argv: list[str]) -> int:
     store.file.delegated_writer = True  # the parent holds the writer lock; write on its behalf
     # pyarrow imports pandas on its first conversion (~0.4 s): now, not in the first batch.
     RawSpans().to_arrow()
+    # A batch is tens of thousands of fresh objects (decoded records, rows), none in a cycle: the
+    # cyclic garbage collector would walk them again and again while they are built (a third of
+    # the child's Python time per batch, see the writer process figure of bench/overhead.py). It runs once after
+    # each batch instead, over what the batch left behind: well under a millisecond, since what
+    # start-up imported is frozen out of its way.
+    gc.freeze()
+    gc.disable()
+    try:
+        return _serve(store, duckdb)
+    finally:
+        gc.enable()
+        gc.unfreeze()  # frozen objects are never freed: extension modules report them as leaks
+
+
+def _serve(store: Any, duckdb: Any) -> int:
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     while True:
         if store.file.attached and not select.select([stdin], [], [], IDLE_RELEASE_SECONDS)[0]:
@@ -207,7 +223,9 @@ def main(argv: list[str]) -> int:
         except Exception as exc:  # reported to the parent, which decides to retry or isolate
             transient = isinstance(exc, (StoreBusyError, duckdb.IOException, OSError))
             reply = {"ok": False, "type": type(exc).__name__, "error": str(exc), "transient": transient}
+        frame = raw = None  # freed before the reply: the collection below sees only leftovers
         _write_frame(stdout, json.dumps(reply).encode())
+        gc.collect()
 
 
 if __name__ == "__main__":
