@@ -7,12 +7,14 @@ TracerProvider with the standard BatchSpanProcessor and an exporter that discard
 with 3 attributes plus ``update_current_trace(user, session, client_request_id, 2 tags)`` writing
 to DuckDB, and the ratio c/b. Then a burst of traced calls from 4 threads (calls/s, spans dropped,
 time from the burst's end until all are durable in DuckDB), and the writer alone fed pre-built
-finished spans (spans/s stored, detaching the file after each batch and with a backlog).
+finished spans (spans/s stored): through the writer process from span records, as the processor
+writes, and the store itself fed prepared rows, with a backlog and detaching the file after each batch.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -20,13 +22,15 @@ import sys
 import tempfile
 import threading
 import time
+from typing import Any
 
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 import traceduck
-from traceduck.raw_spans import RawSpans
+from traceduck.raw_spans import RawSpans, ResourceRegistry, span_record
 from traceduck.store.duckdb_store import DuckDBStore
+from traceduck.store.writer_process import WriterProcess
 
 
 class DiscardExporter(SpanExporter):
@@ -46,6 +50,31 @@ def per_call_us(fn, calls: int) -> float:  # noqa: ANN001
     for i in range(calls):
         fn(i)
     return (time.perf_counter() - start) / calls * 1e6
+
+
+def _span_records(count: int) -> tuple[list[Any], list[str]]:
+    """``count`` finished spans as the processor queues them: a CHAIN root whose trace has a user,
+    a session and a tag, and an LLM child, made by the OTel SDK and taken by ``span_record``."""
+    finished: list[Any] = []
+
+    class Keep(SpanProcessor):
+        def on_end(self, span) -> None:  # noqa: ANN001
+            finished.append(span)
+
+    provider = TracerProvider()
+    provider.add_span_processor(Keep())
+    tracer = provider.get_tracer("bench")
+    fields = json.dumps({"metadata": {"trace.user": "u1", "trace.session": "s1"}, "tags": {"tier": "pro"}})
+    root = {"traceduck.inputs": '{"q": "hi"}', "traceduck.outputs": '"ok"', "traceduck.span_type": "CHAIN",
+            "a": 1, "traceduck.trace": fields}  # fmt: skip
+    child = {"traceduck.inputs": '{"q": "hi"}', "traceduck.outputs": '"ok"', "traceduck.span_type": "LLM",
+             "gen_ai.request.model": "gpt-4o"}  # fmt: skip
+    for _ in range(count // 2):
+        with tracer.start_as_current_span("handle", attributes=root):
+            with tracer.start_as_current_span("llm", attributes=child):
+                pass
+    registry = ResourceRegistry()
+    return [span_record(span, registry) for span in finished], registry.json
 
 
 def main() -> None:
@@ -142,54 +171,59 @@ def main() -> None:
           f"{stats['dropped_spans']} dropped, durable {results['burst_durable_after_s']:.2f} s after the "
           f"burst ended, {stored} traces stored  (targets: 0 dropped, <= 1 s)")
 
-    # the writer alone, fed pre-built finished spans: twice, to two files, as the processor writes
-    # (a) when each batch is all there is (the file attached and detached, so checkpointed, per
-    # batch) and (b) with a backlog (``linger``: the file stays attached between batches, as the
-    # processor asks while more spans are queued; detached, so checkpointed, after the last one)
+    # The writer alone, fed pre-built finished spans (a root and an LLM child per trace, made by
+    # the OTel SDK with the attributes @trace and update_current_trace give them), in batches of
+    # the processor's size, three ways:
+    #   (1) the writer process, end to end: each batch's span records sent over the pipe as the
+    #       processor sends them (the default for a local store), made rows and written there;
+    #   (2) the store fed prepared rows, with a backlog (``linger``: the file stays attached
+    #       between batches, as the processor asks while more spans are queued);
+    #   (3) the store fed prepared rows, each batch all there is (the file detached after it).
     batch_size = 20_000
-    base = time.time_ns()
-    resource = {"service.name": "bench"}
-    child_attrs = ({"traceduck.inputs": '{"q": "hi"}', "traceduck.outputs": '"ok"',
-                              "traceduck.span_type": "LLM", "gen_ai.request.model": "gpt-4o"})
-    root_attrs = ({"traceduck.inputs": '{"q": "hi"}', "traceduck.outputs": '"ok"',
-                             "traceduck.span_type": "CHAIN", "a": 1,
-                             "traceduck.trace": json.dumps({"metadata": {"trace.user": "u1", "trace.session": "s1"},
-                                                            "tags": {"tier": "pro"}})})
+    records, resources = _span_records(args.writer_spans)
 
-    def batches() -> list[RawSpans]:
+    def batches(prepared: bool) -> list[RawSpans]:
         out = []
-        for b in range(args.writer_spans // batch_size):
-            raw = RawSpans()
-            res = raw.resource(resource)
-            for i in range(batch_size // 2):
-                n = b * batch_size + i
-                trace_id = f"{n:032x}"
-                start_ns = base + n * 1000
-                root_id, child_id = f"{2 * n + 1:016x}", f"{2 * n + 2:016x}"
-                raw.add(trace_id, child_id, root_id, False, "llm", "INTERNAL", start_ns + 10, start_ns + 800,
-                        "UNSET", None, dict(child_attrs), None, res)
-                raw.add(trace_id, root_id, None, False, "handle", "INTERNAL", start_ns, start_ns + 900,
-                        "UNSET", None, dict(root_attrs), None, res)
+        for start in range(0, len(records), batch_size):
+            raw = RawSpans("default", list(resources))
+            raw.add_records(records[start : start + batch_size])
+            if prepared:
+                raw.rows  # noqa: B018  (records made rows now, outside the timing)
             out.append(raw)
         return out
 
     # Steady state: pyarrow imports pandas on its first conversion (~0.4 s, once per process;
     # the writer process does it when it starts), which is not the writer's throughput.
     RawSpans().to_arrow()
-    for key, linger in (("writer_spans_per_s", False), ("writer_backlog_spans_per_s", True)):
-        store = DuckDBStore(os.path.join(tmp, f"writer-{key}.duckdb"))
+    for key, mode in (("writer_process_spans_per_s", "process"), ("writer_backlog_spans_per_s", "backlog"),
+                      ("writer_spans_per_s", "detached")):  # fmt: skip
+        store = DuckDBStore(os.path.join(tmp, f"writer-{mode}.duckdb"))
         store.acquire_writer()
-        todo = batches()
+        todo = batches(prepared=mode != "process")
+        # the input is the benchmark's, not the writer's: kept out of the garbage collector's way
+        gc.collect()
+        gc.freeze()
+        writer: Any = store
+        if mode == "process":
+            writer = WriterProcess(store)
+            writer.start()
+            writer.write(RawSpans())  # the child started and warmed up before the clock starts
         start = time.perf_counter()
         for k, batch in enumerate(todo):
-            store.write(batch, linger=linger and k < len(todo) - 1)
-        store.release()
-        results[key] = args.writer_spans / (time.perf_counter() - start)
+            stats = writer.write(batch, linger=mode != "detached" and k < len(todo) - 1)
+            assert stats.spans == len(batch), stats
+        if mode == "process":
+            writer.close()  # the child detaches (checkpoints) the file and exits
+        else:
+            store.release()
+        results[key] = len(records) / (time.perf_counter() - start)
         store.release_writer()
-    print(f"writer alone: {results['writer_spans_per_s']:,.0f} spans/s stored with the file attached and "
-          f"detached per batch; {results['writer_backlog_spans_per_s']:,.0f} spans/s with a backlog (attached "
-          f"while more batches wait, as the processor writes them); batches of {batch_size} spans, rows "
-          "prepared (target >= 50,000)")
+        del todo
+        gc.unfreeze()
+    print(f"writer alone, {len(records):,} spans in batches of {batch_size:,} (target >= 50,000 spans/s):\n"
+          f"  writer process, span records in:  {results['writer_process_spans_per_s']:9,.0f} spans/s\n"
+          f"  store, prepared rows, backlog:    {results['writer_backlog_spans_per_s']:9,.0f} spans/s\n"
+          f"  store, prepared rows, detached:   {results['writer_spans_per_s']:9,.0f} spans/s")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=2)
