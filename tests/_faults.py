@@ -113,6 +113,14 @@ def processes_with_argument(argument: str) -> list[int]:
     return found
 
 
+def _threads(pid: int) -> int:
+    """How many threads of ``pid`` the kernel still lists (0: the process is gone)."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/task"))
+    except OSError:
+        return 0
+
+
 def wait_gone(pids: list[int], timeout: float = 15.0) -> None:
     """Wait until the processes ``pids`` (not our children: we cannot reap them) have exited:
     a SIGKILLed process keeps its file locks until the kernel has torn it down."""
@@ -124,8 +132,11 @@ def wait_gone(pids: list[int], timeout: float = 15.0) -> None:
                     state = fh.read().rsplit(")", 1)[1].split()[0]
             except OSError:
                 break  # gone
-            if state in ("Z", "X"):
-                break  # exited, waiting to be reaped: its locks are released
+            if state in ("Z", "X") and _threads(pid) <= 1:
+                # exited, waiting to be reaped: its locks are released. (A zombie leader of a
+                # process whose other threads are still being torn down keeps them until the last
+                # one has gone: the open files belong to the process, not to the leader.)
+                break
             time.sleep(0.01)
         else:
             raise AssertionError(f"process {pid} did not exit within {timeout} s")
