@@ -141,8 +141,14 @@ _IDENTITY = _entries(
 _IDENTITY_PATTERN = r'"(enduser\.id|user\.id|session\.id|gen_ai\.conversation\.id|mlflow\.trace\.(user|session))"'
 _HAS_IDENTITY = f"regexp_matches(attributes, '{_IDENTITY_PATTERN}')"
 
-#: The trace fields the statement reads, parsed once per row: ``f[1]`` .. ``f[6]``.
+#: The trace fields the statement reads, parsed once per row into the list ``f``.
 _FIELD_PATHS = ("$.state", "$.client_request_id", "$.request_preview", "$.response_preview", "$.metadata", "$.tags")
+
+
+def _field(path: str) -> str:
+    """The element of ``f`` holding trace field ``path`` (JSON)."""
+    return f"f[{_FIELD_PATHS.index(path) + 1}]"
+
 
 #: Trace fields that the fast path below computes exactly as the general one: no JSON ``null``
 #: (a merge patch would delete the key; looked for in the text, where a false alarm only costs
@@ -151,7 +157,7 @@ _FIELD_PATHS = ("$.state", "$.client_request_id", "$.request_preview", "$.respon
 #: SDK sends, is an error to the general path and the last one wins here.)
 _SIMPLE_FIELDS = (
     "(f IS NOT NULL AND NOT contains(trace_fields, 'null')"
-    " AND NOT coalesce(list_contains(json_type(f[5], '$.*'), 'OBJECT'), false))"
+    f" AND NOT coalesce(list_contains(json_type({_field('$.metadata')}, '$.*'), 'OBJECT'), false))"
 )
 
 
@@ -173,7 +179,8 @@ def _trace_rows_sql() -> str:
     it: ``CASE`` evaluates a branch only for the rows that take it.
     """
     paths = ", ".join(f"'{path}'" for path in _FIELD_PATHS)
-    own_metadata, own_tags = _object("f[5]"), _object("f[6]")
+    metadata, tags = _field("$.metadata"), _field("$.tags")
+    state = f"{_field('$.state')} ->> '$'"
     return f"""
 WITH base AS MATERIALIZED (
     SELECT *, coalesce((trace_fields IS NULL OR {_SIMPLE_FIELDS}) AND coalesce(simple, true)
@@ -193,11 +200,11 @@ WITH base AS MATERIALIZED (
     )
 ), fields AS MATERIALIZED (
     SELECT * EXCLUDE (trace_fields, implicit, simple, identity),
-        CASE WHEN fast THEN json_merge_patch(coalesce(TRY_CAST(implicit AS JSON), '{{}}'::JSON), {own_metadata})
+        CASE WHEN fast THEN json_merge_patch(coalesce(TRY_CAST(implicit AS JSON), '{{}}'::JSON), {_object(metadata)})
         ELSE to_json(map_concat(
             coalesce({_json_map('implicit', 'JSON')}, {_EMPTY_JSON_MAP}),
             identity,
-            coalesce(TRY_CAST(f[5] AS MAP(VARCHAR, JSON)), {_EMPTY_JSON_MAP})
+            coalesce(TRY_CAST({metadata} AS MAP(VARCHAR, JSON)), {_EMPTY_JSON_MAP})
         )) END AS meta_json
     FROM base
 ), texts AS MATERIALIZED (
@@ -209,24 +216,24 @@ WITH base AS MATERIALIZED (
     FROM fields
 ), tagged AS MATERIALIZED (
     SELECT *,
-        CASE WHEN fast THEN TRY_CAST(json_merge_patch(meta_json, {own_tags}) AS MAP(VARCHAR, VARCHAR))
-        ELSE map_concat(meta_text, coalesce(TRY_CAST(f[6] AS MAP(VARCHAR, VARCHAR)), {_EMPTY_TEXT_MAP})) END AS tags
+        CASE WHEN fast THEN TRY_CAST(json_merge_patch(meta_json, {_object(tags)}) AS MAP(VARCHAR, VARCHAR))
+        ELSE map_concat(meta_text, coalesce(TRY_CAST({tags} AS MAP(VARCHAR, VARCHAR)), {_EMPTY_TEXT_MAP})) END AS tags
     FROM texts
 )
 SELECT
     trace_id AS hex_id, seq, coalesce(project, $default_project) AS project,
     CASE WHEN is_root THEN name END AS name,
-    CASE WHEN is_root THEN coalesce(f[1] ->> '$', CASE WHEN status = 'ERROR' THEN 'ERROR' ELSE 'OK' END)
-         ELSE f[1] ->> '$' END AS state,
+    CASE WHEN is_root THEN coalesce({state}, CASE WHEN status = 'ERROR' THEN 'ERROR' ELSE 'OK' END)
+         ELSE {state} END AS state,
     CASE WHEN is_root THEN start_time_ns // 1000000 END AS request_time,
     CASE WHEN is_root THEN end_time_ns // 1000000 - start_time_ns // 1000000 END AS execution_duration,
     CASE WHEN is_root THEN end_time_ns // 1000000 END AS end_time,
-    f[2] ->> '$' AS client_request_id,
+    {_field('$.client_request_id')} ->> '$' AS client_request_id,
     tags['trace.user'] AS trace_user,
     tags['trace.session'] AS session_id,
     tags['trace.environment'] AS environment,
-    coalesce(f[3] ->> '$', input_preview) AS request_preview,
-    coalesce(f[4] ->> '$', output_preview) AS response_preview,
+    coalesce({_field('$.request_preview')} ->> '$', input_preview) AS request_preview,
+    coalesce({_field('$.response_preview')} ->> '$', output_preview) AS response_preview,
     tags,
     meta_text AS metadata,
     CAST(meta_json AS VARCHAR) AS metadata_json,
@@ -270,23 +277,33 @@ _RESPONSES_SQL = (
 #: One row per LLM call (a span with ``gen_ai.request.model`` or ``gen_ai.usage.*`` attributes):
 #: model, tokens (GenAI names, older ``prompt/completion_tokens`` accepted), cost, latency. A span
 #: of other instrumentation has no ``traceduck.llm.latency_ms``: its duration is used instead.
-#: The span attributes an LLM call's row reads, parsed once per span: ``a[1]`` .. ``a[10]``.
+#: The span attributes an LLM call's row reads, parsed once per span into the list ``a``.
 _LLM_ATTRIBUTES = (
     "gen_ai.request.model", "gen_ai.response.model", "gen_ai.response.id", "gen_ai.usage.input_tokens",
     "gen_ai.usage.prompt_tokens", "gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens",
     "traceduck.llm.cost_usd", "traceduck.llm.usage_estimated", "traceduck.llm.latency_ms",
 )  # fmt: skip
+
+
+def _llm(key: str) -> str:
+    """The element of ``a`` holding span attribute ``key`` (text)."""
+    return f"a[{_LLM_ATTRIBUTES.index(key) + 1}]"
+
+
 _LLM_CALLS_SELECT = (
     "SELECT CAST(trace_id AS UUID) AS trace_id, span_id, coalesce(project, $default_project) AS project,"
     " model, response_id, input_tokens, output_tokens, cost_usd, usage_estimated,"
     " coalesce(latency_ms, CASE WHEN NOT ours THEN (end_time_ns - start_time_ns) / 1e6 END) AS latency_ms,"
     " start_time_ns FROM ("
-    "  SELECT *, coalesce(a[1], a[2]) AS model, a[3] AS response_id,"
-    "   TRY_CAST(coalesce(a[4], a[5]) AS BIGINT) AS input_tokens,"
-    "   TRY_CAST(coalesce(a[6], a[7]) AS BIGINT) AS output_tokens,"
-    "   TRY_CAST(a[8] AS DOUBLE) AS cost_usd,"
-    "   coalesce(TRY_CAST(a[9] AS BOOLEAN), false) AS usage_estimated,"
-    "   TRY_CAST(a[10] AS DOUBLE) AS latency_ms"
+    f"  SELECT *, coalesce({_llm('gen_ai.request.model')}, {_llm('gen_ai.response.model')}) AS model,"
+    f" {_llm('gen_ai.response.id')} AS response_id,"
+    f"   TRY_CAST(coalesce({_llm('gen_ai.usage.input_tokens')}, {_llm('gen_ai.usage.prompt_tokens')}) AS BIGINT)"
+    " AS input_tokens,"
+    f"   TRY_CAST(coalesce({_llm('gen_ai.usage.output_tokens')}, {_llm('gen_ai.usage.completion_tokens')}) AS BIGINT)"
+    " AS output_tokens,"
+    f"   TRY_CAST({_llm('traceduck.llm.cost_usd')} AS DOUBLE) AS cost_usd,"
+    f"   coalesce(TRY_CAST({_llm('traceduck.llm.usage_estimated')} AS BOOLEAN), false) AS usage_estimated,"
+    f"   TRY_CAST({_llm('traceduck.llm.latency_ms')} AS DOUBLE) AS latency_ms"
     "  FROM ("
     "   SELECT trace_id, span_id, project, start_time_ns, end_time_ns,"
     "    contains(attributes, '\"traceduck.llm.') AS ours,"
