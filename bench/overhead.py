@@ -28,6 +28,7 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 import traceduck
+from traceduck.processor import StoreSpanProcessor
 from traceduck.raw_spans import RawSpans, ResourceRegistry, span_record
 from traceduck.store.duckdb_store import DuckDBStore
 from traceduck.store.writer_process import WriterProcess
@@ -52,7 +53,7 @@ def per_call_us(fn, calls: int) -> float:  # noqa: ANN001
     return (time.perf_counter() - start) / calls * 1e6
 
 
-def _span_records(count: int) -> tuple[list[Any], list[str]]:
+def _span_records(count: int) -> tuple[list[Any], ResourceRegistry]:
     """``count`` finished spans as the processor queues them: a CHAIN root whose trace has a user,
     a session and a tag, and an LLM child, made by the OTel SDK and taken by ``span_record``."""
     finished: list[Any] = []
@@ -74,7 +75,7 @@ def _span_records(count: int) -> tuple[list[Any], list[str]]:
             with tracer.start_as_current_span("llm", attributes=child):
                 pass
     registry = ResourceRegistry()
-    return [span_record(span, registry) for span in finished], registry.json
+    return [span_record(span, registry) for span in finished], registry
 
 
 def main() -> None:
@@ -174,21 +175,23 @@ def main() -> None:
     # The writer alone, fed pre-built finished spans (a root and an LLM child per trace, made by
     # the OTel SDK with the attributes @trace and update_current_trace give them), in batches of
     # the processor's size, three ways:
-    #   (1) the writer process, end to end: each batch's span records sent over the pipe as the
-    #       processor sends them (the default for a local store), made rows and written there;
+    #   (1) the writer process, end to end: the span records put in the processor's queue as
+    #       ``on_end`` puts them; its writer thread sends them over the pipe in batches (the next
+    #       one while the child writes the one before), the child makes rows and writes them (the
+    #       default for a local store); timed until the processor has shut down, the file detached;
     #   (2) the store fed prepared rows, with a backlog (``linger``: the file stays attached
     #       between batches, as the processor asks while more spans are queued);
     #   (3) the store fed prepared rows, each batch all there is (the file detached after it).
     batch_size = 20_000
-    records, resources = _span_records(args.writer_spans)
+    records, registry = _span_records(args.writer_spans)
+    resources = registry.json
 
-    def batches(prepared: bool) -> list[RawSpans]:
+    def prepared_batches() -> list[RawSpans]:
         out = []
         for start in range(0, len(records), batch_size):
             raw = RawSpans("default", list(resources))
             raw.add_records(records[start : start + batch_size])
-            if prepared:
-                raw.rows  # noqa: B018  (records made rows now, outside the timing)
+            raw.rows  # noqa: B018  (records made rows now, outside the timing)
             out.append(raw)
         return out
 
@@ -199,22 +202,27 @@ def main() -> None:
                       ("writer_spans_per_s", "detached")):  # fmt: skip
         store = DuckDBStore(os.path.join(tmp, f"writer-{mode}.duckdb"))
         store.acquire_writer()
-        todo = batches(prepared=mode != "process")
+        todo = prepared_batches() if mode != "process" else []
         # the input is the benchmark's, not the writer's: kept out of the garbage collector's way
         gc.collect()
         gc.freeze()
-        writer: Any = store
         if mode == "process":
             writer = WriterProcess(store)
             writer.start()
             writer.write(RawSpans())  # the child started and warmed up before the clock starts
-        start = time.perf_counter()
-        for k, batch in enumerate(todo):
-            stats = writer.write(batch, linger=mode != "detached" and k < len(todo) - 1)
-            assert stats.spans == len(batch), stats
-        if mode == "process":
-            writer.close()  # the child detaches (checkpoints) the file and exits
+            processor = StoreSpanProcessor(writer, max_queue_size=len(records))
+            processor._resources = registry  # the registry the records refer to by index
+            start = time.perf_counter()
+            processor._queue.extend(records)  # as ``on_end`` appends them, all at once
+            processor._wake.set()
+            assert processor.force_flush(600_000)
+            processor.shutdown()  # the child detaches (checkpoints) the file and exits
+            assert processor.stats.written_spans == len(records), processor.stats
         else:
+            start = time.perf_counter()
+            for k, batch in enumerate(todo):
+                stats = store.write(batch, linger=mode != "detached" and k < len(todo) - 1)
+                assert stats.spans == len(batch), stats
             store.release()
         results[key] = len(records) / (time.perf_counter() - start)
         store.release_writer()

@@ -8,11 +8,17 @@ import time
 
 import pytest
 
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+
 import traceduck
 from traceduck import config
-from traceduck.store.writer_process import WriterProcess
+from traceduck.errors import BatchNotAttemptedError
+from traceduck.processor import StoreSpanProcessor
+from traceduck.raw_spans import RawSpans, span_record
+from traceduck.store.duckdb_store import DuckDBStore
+from traceduck.store.writer_process import WriterProcess, WriterProcessError
 
-from conftest import run_python
+from conftest import query_file, run_python
 
 pytestmark = pytest.mark.writer_process
 
@@ -188,14 +194,14 @@ def test_the_writer_process_keeps_the_garbage_collector_out_of_a_batch(tmp_path)
             data = writer_process._encode(raw, linger=n < 2)
             frames += struct.pack("!I", len(data)) + data
         enabled_while_converting = []
-        real = RawSpans.to_arrow
+        real = RawSpans._build_arrow
 
         def spy(self):
             enabled_while_converting.append((len(self), gc.isenabled()))
             return real(self)
 
-        RawSpans.to_arrow = spy
-        read_end, write_end = os.pipe()  # the child selects on its stdin: a real pipe
+        RawSpans._build_arrow = spy
+        read_end, write_end = os.pipe()  # the child reads its stdin on a thread of its own: a real pipe
         os.write(write_end, frames)
         os.close(write_end)
         sys.stdin = os.fdopen(read_end, "r")
@@ -210,7 +216,8 @@ def test_the_writer_process_keeps_the_garbage_collector_out_of_a_batch(tmp_path)
         """
     )
     converted, state, replies = proc.stdout.strip().splitlines()
-    # the warm-up conversion at start-up with the collector on; the three batches with it off
+    # the warm-up conversion at start-up with the collector on; the three batches with it off, each
+    # built once (on the reading thread; the writer finds it built)
     assert converted == "[(0, True), (1, False), (1, False), (1, False)]"
     enabled, frozen, full_collections = state.split()
     assert (enabled, frozen) == ("True", "0")
@@ -218,3 +225,81 @@ def test_the_writer_process_keeps_the_garbage_collector_out_of_a_batch(tmp_path)
     assert replies == "3"
     assert proc.stderr == ""
     assert traceduck.count_traces(store=path) == 3
+
+
+# -- two batches in flight ------------------------------------------------------------------------
+
+
+def _one_span_batch(name: str, trace_id: str) -> RawSpans:
+    raw = RawSpans()
+    res = raw.resource({"service.name": "svc"})
+    raw.add(trace_id, "00000000000000a1", None, False, name, "INTERNAL", 10**18, 10**18 + 5, "UNSET", None,
+            {"k": 1}, None, res)  # fmt: skip
+    return raw
+
+
+def test_a_batch_sent_behind_one_that_failed_is_not_attempted_until_sent_again(tmp_path):
+    """Batches are stored in the order they were sent: the child answers a batch sent before the
+    application learned that the one ahead of it failed "not attempted" and stores nothing of it;
+    sent again, it is stored."""
+    store = DuckDBStore(str(tmp_path / "order.duckdb"))
+    store.acquire_writer()
+    writer = WriterProcess(store)
+    try:
+        bad = writer.submit(_one_span_batch("bad", "not-a-trace-id"))  # the store refuses it as data
+        behind = writer.submit(_one_span_batch("behind", f"{1:032x}"))
+        with pytest.raises(WriterProcessError, match="not-a-trace-id"):
+            bad.result()
+        with pytest.raises(BatchNotAttemptedError):
+            behind.result()
+        assert writer.write(_one_span_batch("behind", f"{1:032x}")).spans == 1
+        after = writer.submit(_one_span_batch("after", f"{2:032x}"))  # the failure is dealt with
+        assert after.result().spans == 1
+    finally:
+        writer.close()
+        store.release_writer()
+    assert query_file(store.path, "SELECT name FROM spans ORDER BY rowid") == [("behind",), ("after",)]
+
+
+def test_the_processor_keeps_two_batches_in_flight_and_stores_them_in_order_past_a_failure(tmp_path, caplog):
+    """The processor sends the next batch while the child writes one; when a batch is refused,
+    the batch sent behind it is sent again before any later one, so the store's order is the
+    queue's; the refused span alone is lost, and nothing is reported as a retry."""
+    store = DuckDBStore(str(tmp_path / "inflight.duckdb"))
+    store.acquire_writer()
+    writer = WriterProcess(store)
+    in_flight = []
+    real_submit = writer.submit
+
+    def submit(raw, linger=False):  # noqa: ANN001
+        pending = real_submit(raw, linger)
+        in_flight.append(len(writer._sent))
+        return pending
+
+    writer.submit = submit  # type: ignore[method-assign]
+    processor = StoreSpanProcessor(writer, max_batch_size=1, flush_interval=3600)
+    registry = processor._resources
+    provider = TracerProvider()
+    finished = []
+
+    class Keep(SpanProcessor):
+        def on_end(self, span):  # noqa: ANN001
+            finished.append(span)
+
+    provider.add_span_processor(Keep())
+    for name in ("first", "second", "refused", "fourth", "fifth", "sixth"):
+        provider.get_tracer("t").start_span(name).end()
+    records = [span_record(span, registry) for span in finished]
+    refused = list(records[2])
+    refused[0] = -1  # a trace id no UUID is made of: the store refuses this span as data
+    records[2] = tuple(refused)
+    processor._queue.extend(records)  # as on_end appends them, all queued before the writer wakes
+    processor._wake.set()
+    assert processor.force_flush(30_000)
+    processor.shutdown()
+    store.release_writer()
+    assert max(in_flight) == 2
+    assert (processor.stats.written_spans, processor.stats.failed_spans) == (5, 1)
+    assert not [r for r in caplog.records if "retrying" in r.getMessage()]  # not attempted is no failure
+    names = [row[0] for row in query_file(store.path, "SELECT name FROM spans ORDER BY rowid")]
+    assert names == ["first", "second", "fourth", "fifth", "sixth"]

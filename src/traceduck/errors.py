@@ -34,3 +34,8 @@ class TraceNotFoundError(TraceduckError, LookupError):
 
 class AssessmentNotFoundError(TraceduckError, LookupError):
     """No assessment has the id that was given."""
+
+
+class BatchNotAttemptedError(TraceduckError):
+    """A batch sent to the writer behind one that failed was not attempted (batches are stored in
+    the order they were sent); it is sent again once the batch before it is dealt with."""

@@ -23,7 +23,7 @@ import duckdb
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-from .errors import StoreBusyError, StoreLockedError
+from .errors import BatchNotAttemptedError, StoreBusyError, StoreLockedError
 from .raw_spans import RawSpans, ResourceRegistry, span_record
 
 logger = logging.getLogger("traceduck")
@@ -185,6 +185,10 @@ class QueuedSpanProcessor(SpanProcessor):
 
     def _drain(self) -> None:
         queue = self._queue
+        # Batches sent to a writer that takes the next one while it writes this one (the writer
+        # process: it turns the next batch into rows on one core while DuckDB writes on the
+        # other); at most two in flight, finished in the order they were sent.
+        in_flight: deque[tuple[Any, Any]] = deque()
         while queue:
             items: list[Any] = []
             markers: list[_FlushMarker] = []
@@ -196,15 +200,36 @@ class QueuedSpanProcessor(SpanProcessor):
                 items.append(item)
             self.stats.queued = len(queue)
             if items:
-                self._write(items)
-            for marker in markers:
-                marker.done.set()
+                sent = self._send(items)
+                if sent is not None:
+                    in_flight.append(sent)
+                    if len(in_flight) > 1 and not self._finish(*in_flight.popleft()):
+                        # the batch behind it was not attempted: write it again before any
+                        # later batch, so batches are stored in the order they were taken
+                        while in_flight:
+                            self._finish(*in_flight.popleft())
+            if markers:
+                while in_flight:  # what a flush waits for is stored before it returns
+                    self._finish(*in_flight.popleft())
+                for marker in markers:
+                    marker.done.set()
+        while in_flight:
+            self._finish(*in_flight.popleft())
         release = getattr(self.store, "release", None)
         if release is not None:
             try:
                 release()  # idle: let readers in other processes open the file
             except Exception:
                 logger.exception("traceduck could not release the store")
+
+    def _send(self, items: list[Any]) -> tuple[Any, Any] | None:
+        """Write ``items``; or start writing them and return what ``_finish`` completes."""
+        self._write(items)
+        return None
+
+    def _finish(self, batch: Any, ticket: Any) -> bool:
+        """Complete a batch ``_send`` started; False when its first attempt failed."""
+        raise NotImplementedError
 
     def _prepare(self, span: ReadableSpan) -> Any:
         raise NotImplementedError
@@ -230,27 +255,58 @@ class StoreSpanProcessor(QueuedSpanProcessor):
     def _prepare(self, span: ReadableSpan) -> Any:
         return span_record(span, self._resources)  # the span is freed now
 
-    def _write(self, items: list[Any]) -> None:
+    def _batch(self, items: list[Any]) -> RawSpans:
         raw = RawSpans(self.default_project, list(self._resources.json))
         raw.add_records(items)  # made rows by the writer process, or on this thread if there is none
-        self._write_raw(raw)
+        return raw
 
-    def _write_raw(self, raw: RawSpans) -> None:
+    def _write(self, items: list[Any]) -> None:
+        self._write_raw(self._batch(items))
+
+    def _send(self, items: list[Any]) -> tuple[Any, Any] | None:
+        submit = getattr(self.store, "submit", None)
+        if submit is None:
+            self._write(items)
+            return None
+        raw = self._batch(items)
+        try:
+            return raw, submit(raw, linger=bool(self._queue))
+        except Exception as exc:  # not even sent: dealt with when its turn comes
+            return raw, exc
+
+    def _finish(self, raw: RawSpans, ticket: Any) -> bool:
+        return self._write_raw(raw, ticket)
+
+    def _write_raw(self, raw: RawSpans, ticket: Any = None) -> bool:
         """Write with retries on a busy or failing file; a batch the store refuses as data is
-        split in halves until the offending span is isolated, so one bad span loses only itself."""
+        split in halves until the offending span is isolated, so one bad span loses only itself.
+
+        ``ticket``: the batch was already sent (``store.submit``); its outcome is the first attempt.
+        Returns whether the first attempt stored the batch.
+        """
         deadline = min(time.monotonic() + RETRY_BUDGET_SECONDS, self._give_up_at)
         delay = 0.05
+        first = True
         while True:
             try:
-                result = self.store.write(raw, linger=bool(self._queue))
+                if ticket is None:
+                    result = self.store.write(raw, linger=bool(self._queue))
+                elif isinstance(ticket, Exception):
+                    raise ticket
+                else:
+                    result = ticket.result()
+            except BatchNotAttemptedError:
+                ticket, first = None, False  # behind a batch that failed: send it again now
+                continue
             except StoreLockedError as exc:
                 self._give_up(len(raw), exc)
-                return
+                return False
             except TRANSIENT_ERRORS as exc:
+                ticket, first = None, False
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
                 if time.monotonic() >= min(deadline, self._give_up_at):
                     self._give_up(len(raw), exc)
-                    return
+                    return False
                 self._warn(f"traceduck could not write {len(raw)} spans, retrying: {exc}")
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
@@ -258,12 +314,12 @@ class StoreSpanProcessor(QueuedSpanProcessor):
             except Exception as exc:  # the data itself: isolate the span the store refuses
                 if len(raw) == 1:
                     self._give_up(1, exc)
-                    return
+                    return False
                 for half in raw.halves():
                     self._write_raw(half)
-                return
+                return False
             self.stats.written_spans += result.spans
             self.stats.written_traces += result.traces
             self.stats.uncaptured_spans += result.uncaptured_spans
             self.stats.batches += 1
-            return
+            return first

@@ -147,6 +147,11 @@ class RawSpans:
         self.resources: list[str] = resources if resources is not None else []
         self._resource_index: dict[int, tuple[Any, int]] = {}
         self._keys: tuple[list[tuple[str, str]], set[tuple[str, str]], bool] | None = None
+        self._arrow: pa.Table | None = None
+
+    def _changed(self) -> None:
+        self._keys = None
+        self._arrow = None
 
     def __len__(self) -> int:
         return len(self._rows) + len(self.records)
@@ -164,7 +169,7 @@ class RawSpans:
     def rows(self, rows: list[tuple[Any, ...]]) -> None:
         self._rows = rows
         self.records = []
-        self._keys = None
+        self._changed()
 
     def _index_rows(self) -> tuple[list[tuple[str, str]], set[tuple[str, str]], bool]:
         if self._keys is None:
@@ -198,7 +203,7 @@ class RawSpans:
             self.rows.extend(row[:_RESOURCE] + (row[_RESOURCE] + offset,) + row[_RESOURCE + 1 :] for row in other.rows)
         else:
             self.rows.extend(other.rows)
-        self._keys = None
+        self._changed()
 
     def halves(self) -> tuple[RawSpans, RawSpans]:
         """Split the batch in two (to isolate a span the store refuses)."""
@@ -215,7 +220,15 @@ class RawSpans:
         return min(starts), max(starts)
 
     def to_arrow(self) -> pa.Table:
-        """The batch as an Arrow table, plus ``seq``: each span's position in arrival order."""
+        """The batch as an Arrow table, plus ``seq``: each span's position in arrival order.
+
+        Built once (the writer process builds it while the batch before is being written) and
+        rebuilt only after the batch changes."""
+        if self._arrow is None:
+            self._arrow = self._build_arrow()
+        return self._arrow
+
+    def _build_arrow(self) -> pa.Table:
         columns = list(zip(*self.rows)) if self.rows else [[] for _ in RAW_COLUMNS]
         try:
             arrays = [pa.array(values, type_) for values, type_ in zip(columns, _TYPES)]
@@ -265,12 +278,12 @@ class RawSpans:
         self.rows.append(span_row(trace_id, span_id, parent_span_id, parent_is_remote, name, kind, start_ns,
                                   end_ns, status, status_message, attributes, events, resource, project,
                                   self.default_project))  # fmt: skip
-        self._keys = None
+        self._changed()
 
     def add_rows(self, rows: list[tuple[Any, ...]]) -> None:
         """Append rows in :data:`RAW_SCHEMA` order (resource indices into this batch's resources)."""
         self.rows.extend(rows)
-        self._keys = None
+        self._changed()
 
     def unconverted(self) -> tuple[list[tuple[Any, ...]], list[Any]]:
         """The rows so far and the records not yet converted, as they are."""
@@ -280,7 +293,7 @@ class RawSpans:
         """Append span records made by :func:`span_record` (resource indices into this batch's
         resources); they are turned into rows when the rows are first read."""
         self.records.extend(records)
-        self._keys = None
+        self._changed()
 
 
 def span_row(trace_id: str, span_id: str, parent_span_id: str | None, parent_is_remote: bool, name: str,
