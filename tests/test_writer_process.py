@@ -261,14 +261,13 @@ def test_a_batch_sent_behind_one_that_failed_is_not_attempted_until_sent_again(t
     assert query_file(store.path, "SELECT name FROM spans ORDER BY rowid") == [("behind",), ("after",)]
 
 
-def test_the_processor_keeps_two_batches_in_flight_and_stores_them_in_order_past_a_failure(tmp_path, caplog):
-    """The processor sends the next batch while the child writes one; when a batch is refused,
-    the batch sent behind it is sent again before any later one, so the store's order is the
-    queue's; the refused span alone is lost, and nothing is reported as a retry."""
+def _spy_processor(tmp_path, max_batch_size: int) -> tuple[StoreSpanProcessor, DuckDBStore, list[int]]:
+    """A processor writing through a real writer process; the list gets the number of batches
+    sent and not yet answered right after each send."""
     store = DuckDBStore(str(tmp_path / "inflight.duckdb"))
     store.acquire_writer()
     writer = WriterProcess(store)
-    in_flight = []
+    in_flight: list[int] = []
     real_submit = writer.submit
 
     def submit(raw, linger=False):  # noqa: ANN001
@@ -277,8 +276,10 @@ def test_the_processor_keeps_two_batches_in_flight_and_stores_them_in_order_past
         return pending
 
     writer.submit = submit  # type: ignore[method-assign]
-    processor = StoreSpanProcessor(writer, max_batch_size=1, flush_interval=3600)
-    registry = processor._resources
+    return StoreSpanProcessor(writer, max_batch_size=max_batch_size, flush_interval=3600), store, in_flight
+
+
+def _records(processor: StoreSpanProcessor, names: list[str]) -> list[tuple]:
     provider = TracerProvider()
     finished = []
 
@@ -287,19 +288,40 @@ def test_the_processor_keeps_two_batches_in_flight_and_stores_them_in_order_past
             finished.append(span)
 
     provider.add_span_processor(Keep())
-    for name in ("first", "second", "refused", "fourth", "fifth", "sixth"):
+    for name in names:
         provider.get_tracer("t").start_span(name).end()
-    records = [span_record(span, registry) for span in finished]
-    refused = list(records[2])
-    refused[0] = -1  # a trace id no UUID is made of: the store refuses this span as data
-    records[2] = tuple(refused)
+    return [span_record(span, processor._resources) for span in finished]
+
+
+def _write_queued(processor: StoreSpanProcessor, store: DuckDBStore, records: list[tuple]) -> None:
     processor._queue.extend(records)  # as on_end appends them, all queued before the writer wakes
     processor._wake.set()
     assert processor.force_flush(30_000)
     processor.shutdown()
     store.release_writer()
+
+
+def test_the_processor_keeps_two_batches_in_flight_and_stores_them_in_order_past_a_failure(tmp_path, caplog):
+    """With a backlog, the processor sends the next batch while the child writes one; when a
+    batch is refused, the batch sent behind it is sent again before any later one, so the store's
+    order is the queue's; the refused span alone is lost, and nothing is reported as a retry."""
+    processor, store, in_flight = _spy_processor(tmp_path, max_batch_size=1)
+    records = _records(processor, ["first", "second", "refused", "fourth", "fifth", "sixth"])
+    refused = list(records[2])
+    refused[0] = -1  # a trace id no UUID is made of: the store refuses this span as data
+    records[2] = tuple(refused)
+    _write_queued(processor, store, records)
     assert max(in_flight) == 2
     assert (processor.stats.written_spans, processor.stats.failed_spans) == (5, 1)
     assert not [r for r in caplog.records if "retrying" in r.getMessage()]  # not attempted is no failure
     names = [row[0] for row in query_file(store.path, "SELECT name FROM spans ORDER BY rowid")]
     assert names == ["first", "second", "fourth", "fifth", "sixth"]
+
+
+def test_without_a_full_batch_waiting_the_processor_lets_spans_gather_behind_the_batch_in_flight(tmp_path):
+    """Less than a batch behind the one sent: the processor waits for it before it takes the rest,
+    so a trickle of spans makes one more batch, not a stream of small ones."""
+    processor, store, in_flight = _spy_processor(tmp_path, max_batch_size=4)
+    _write_queued(processor, store, _records(processor, ["a", "b", "c", "d", "e"]))
+    assert in_flight == [1, 1]  # [a, b, c, d], then [e] once the first was answered
+    assert processor.stats.written_spans == 5

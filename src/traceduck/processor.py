@@ -185,11 +185,15 @@ class QueuedSpanProcessor(SpanProcessor):
 
     def _drain(self) -> None:
         queue = self._queue
-        # Batches sent to a writer that takes the next one while it writes this one (the writer
-        # process: it turns the next batch into rows on one core while DuckDB writes on the
-        # other); at most two in flight, finished in the order they were sent.
+        # With a backlog, batches go to a writer that takes the next one while it writes this one
+        # (the writer process: it turns the next batch into rows on one core while DuckDB writes
+        # on the other); at most two in flight, finished in the order they were sent. Without a
+        # full batch waiting, the spans gather while the batch in flight is written instead:
+        # one batch then rather than a trickle of small ones, each with its fixed cost.
         in_flight: deque[tuple[Any, Any]] = deque()
         while queue:
+            if in_flight and len(queue) < self.max_batch_size:
+                self._finish_all(in_flight)
             items: list[Any] = []
             markers: list[_FlushMarker] = []
             while queue and len(items) < self.max_batch_size:
@@ -206,21 +210,22 @@ class QueuedSpanProcessor(SpanProcessor):
                     if len(in_flight) > 1 and not self._finish(*in_flight.popleft()):
                         # the batch behind it was not attempted: write it again before any
                         # later batch, so batches are stored in the order they were taken
-                        while in_flight:
-                            self._finish(*in_flight.popleft())
+                        self._finish_all(in_flight)
             if markers:
-                while in_flight:  # what a flush waits for is stored before it returns
-                    self._finish(*in_flight.popleft())
+                self._finish_all(in_flight)  # what a flush waits for is stored before it returns
                 for marker in markers:
                     marker.done.set()
-        while in_flight:
-            self._finish(*in_flight.popleft())
+        self._finish_all(in_flight)
         release = getattr(self.store, "release", None)
         if release is not None:
             try:
                 release()  # idle: let readers in other processes open the file
             except Exception:
                 logger.exception("traceduck could not release the store")
+
+    def _finish_all(self, in_flight: deque[tuple[Any, Any]]) -> None:
+        while in_flight:
+            self._finish(*in_flight.popleft())
 
     def _send(self, items: list[Any]) -> tuple[Any, Any] | None:
         """Write ``items``; or start writing them and return what ``_finish`` completes."""
