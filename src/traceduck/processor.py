@@ -232,7 +232,7 @@ class QueuedSpanProcessor(SpanProcessor):
         self._write(items)
         return None
 
-    def _finish(self, batch: Any, ticket: Any) -> bool:
+    def _finish(self, batch: Any, pending: Any) -> bool:
         """Complete a batch ``_send`` started; False when its first attempt failed."""
         raise NotImplementedError
 
@@ -279,14 +279,14 @@ class StoreSpanProcessor(QueuedSpanProcessor):
         except Exception as exc:  # not even sent: dealt with when its turn comes
             return raw, exc
 
-    def _finish(self, raw: RawSpans, ticket: Any) -> bool:
-        return self._write_raw(raw, ticket)
+    def _finish(self, raw: RawSpans, pending: Any) -> bool:
+        return self._write_raw(raw, pending)
 
-    def _write_raw(self, raw: RawSpans, ticket: Any = None) -> bool:
+    def _write_raw(self, raw: RawSpans, pending: Any = None) -> bool:
         """Write with retries on a busy or failing file; a batch the store refuses as data is
         split in halves until the offending span is isolated, so one bad span loses only itself.
 
-        ``ticket``: the batch was already sent (``store.submit``); its outcome is the first attempt.
+        ``pending``: the batch was already sent (``store.submit``); its outcome is the first attempt.
         Returns whether the first attempt stored the batch.
         """
         deadline = min(time.monotonic() + RETRY_BUDGET_SECONDS, self._give_up_at)
@@ -294,20 +294,20 @@ class StoreSpanProcessor(QueuedSpanProcessor):
         first = True
         while True:
             try:
-                if ticket is None:
+                if pending is None:
                     result = self.store.write(raw, linger=bool(self._queue))
-                elif isinstance(ticket, Exception):
-                    raise ticket
+                elif isinstance(pending, Exception):
+                    raise pending
                 else:
-                    result = ticket.result()
+                    result = pending.result()
             except BatchNotAttemptedError:
-                ticket, first = None, False  # behind a batch that failed: send it again now
+                pending, first = None, False  # behind a batch that failed: send it again now
                 continue
             except StoreLockedError as exc:
                 self._give_up(len(raw), exc)
                 return False
             except TRANSIENT_ERRORS as exc:
-                ticket, first = None, False
+                pending, first = None, False
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
                 if time.monotonic() >= min(deadline, self._give_up_at):
                     self._give_up(len(raw), exc)

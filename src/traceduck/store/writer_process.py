@@ -11,10 +11,11 @@ turns them into rows, builds the Arrow tables and runs the SQL. The two overlap:
 one batch, a second thread of the child reads the next one from the pipe and turns it into an Arrow
 table, so a backlog uses two cores (the application sends the next batch before the answer about
 the one before; see ``WriterProcess.submit``). Batches are stored in the order they were sent: once
-one fails, those sent behind it are answered "not attempted" until the application sends again. The child is started with
-``python -m traceduck.store.writer_process PATH`` (never ``multiprocessing``, which would re-import the
-application's ``__main__``), reads length-prefixed frames from stdin and answers each with a JSON
-frame on stdout. It exits when stdin closes, so it never outlives the application. The application
+one fails, those sent behind it are answered "not attempted" until the application sends again.
+
+The child is started with ``python -m traceduck.store.writer_process PATH`` (never
+``multiprocessing``, which would re-import the application's ``__main__``), reads length-prefixed
+frames from stdin and answers each with a JSON frame on stdout. It exits when stdin closes, so it never outlives the application. The application
 process keeps the store's writer lock; the child writes on its behalf.
 """
 
@@ -120,28 +121,20 @@ def _decode(frame: bytes) -> tuple[RawSpans, bool, int]:
     return raw, bool(data["linger"]), int(data.get("epoch", 0))
 
 
-class _Ticket:
-    """A batch sent to the child; its answer (or why there is none) once read."""
-
-    __slots__ = ("reply", "error")
-
-    def __init__(self) -> None:
-        self.reply: dict[str, Any] | None = None
-        self.error: str | None = None
-
-
 class Pending:
-    """A batch the child is writing: ``result()`` waits for its answer."""
+    """A batch sent to the child: ``result()`` waits for its answer (the child answers in order)."""
 
-    __slots__ = ("_writer", "_ticket")
+    __slots__ = ("_writer", "reply", "error")
 
-    def __init__(self, writer: WriterProcess, ticket: _Ticket) -> None:
+    def __init__(self, writer: WriterProcess) -> None:
         self._writer = writer
-        self._ticket = ticket
+        self.reply: dict[str, Any] | None = None
+        #: Why no answer will come (the child went away), if so.
+        self.error: str | None = None
 
     def result(self) -> WriteStats:
         """The batch's ``WriteStats``; raises what writing it raised (see ``WriterProcess.write``)."""
-        return self._writer._result(self._ticket)
+        return self._writer._result(self)
 
 
 class WriterProcess:
@@ -153,7 +146,7 @@ class WriterProcess:
         self._lock = threading.Lock()
         self._pid = os.getpid()
         #: Sent batches whose answer is not read yet, oldest first (the child answers in order).
-        self._sent: deque[_Ticket] = deque()
+        self._sent: deque[Pending] = deque()
         #: Raised after each failure the application learns of: the child does not attempt a
         #: batch of an epoch that already failed (it was sent before the failure was known).
         self._epoch = 0
@@ -199,14 +192,14 @@ class WriterProcess:
                 self._read_all()  # what a child that went away answered before it did
                 child = self._start()
             assert child.stdin is not None
-            ticket = _Ticket()
+            pending = Pending(self)
             try:
                 _write_frame(child.stdin, _encode(raw, linger, self._epoch))
             except (BrokenPipeError, OSError) as exc:
                 self._read_all()
                 raise WriterProcessIOError(f"the writer process went away: {exc}") from None
-            self._sent.append(ticket)
-        return Pending(self, ticket)
+            self._sent.append(pending)
+        return pending
 
     def _read_all(self) -> None:
         while self._sent:
@@ -228,18 +221,18 @@ class WriterProcess:
                 self._sent.popleft().error = "the writer process went away"
             self._child = None
             return
-        ticket = self._sent.popleft()
-        ticket.reply = json.loads(answer)
-        if not ticket.reply.get("ok"):
+        pending = self._sent.popleft()
+        pending.reply = json.loads(answer)
+        if not pending.reply.get("ok"):
             self._epoch += 1
 
-    def _result(self, ticket: _Ticket) -> WriteStats:
+    def _result(self, pending: Pending) -> WriteStats:
         with self._lock:
-            while ticket.reply is None and ticket.error is None:
+            while pending.reply is None and pending.error is None:
                 self._read_one()
-        if ticket.error is not None:
-            raise WriterProcessIOError(ticket.error)
-        reply = ticket.reply
+        if pending.error is not None:
+            raise WriterProcessIOError(pending.error)
+        reply = pending.reply
         assert reply is not None
         if reply.get("ok"):
             return WriteStats(spans=reply["spans"], traces=reply["traces"], uncaptured_spans=reply.get("uncaptured", 0))
