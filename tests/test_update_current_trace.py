@@ -6,12 +6,16 @@ import asyncio
 import json
 import logging
 import threading
+from collections import OrderedDict
+from types import MappingProxyType
 
 import pytest
+from opentelemetry import context as otel_context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace.propagation import _SPAN_KEY
 
 import traceduck
 from traceduck import current_trace
@@ -343,6 +347,14 @@ def test_tags_and_metadata_must_be_mappings(raw_span, kwargs):
         update(**kwargs)
 
 
+def test_tags_and_metadata_may_be_any_mapping():
+    with traceduck.start_span("root"):
+        update(tags=MappingProxyType({"tier": "pro"}), metadata=OrderedDict([("plan", "team"), ("seats", 3)]))
+    trace = only_trace()
+    assert explicit_tags(trace)["tier"] == "pro"
+    assert trace.info.metadata["plan"] == "team" and trace.info.metadata["seats"] == 3
+
+
 # -- outside a trace -------------------------------------------------------------------------
 
 
@@ -365,6 +377,21 @@ def test_update_outside_a_trace_does_not_raise_or_record(monkeypatch):
     trace = only_trace()
     assert "lost" not in trace.info.tags
     assert "trace.user" not in trace.info.metadata
+
+
+def test_a_value_in_the_context_that_is_no_span_counts_as_outside_a_trace(caplog, monkeypatch):
+    # the context's span key holding something else (another library's bug) must not break the app
+    monkeypatch.setattr(current_trace, "_warned_outside_trace", False)
+    token = otel_context.attach(otel_context.set_value(_SPAN_KEY, "not a span"))
+    try:
+        with caplog.at_level(logging.WARNING, logger="traceduck"):
+            update(tags={"lost": "1"})
+    finally:
+        otel_context.detach(token)
+    assert any("outside" in r.getMessage() for r in caplog.records)
+    with traceduck.start_span("later"):
+        update(tags={"kept": "1"})
+    assert "lost" not in only_trace().info.tags and only_trace().info.tags["kept"] == "1"
 
 
 @pytest.mark.no_store

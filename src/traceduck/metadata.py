@@ -127,7 +127,7 @@ def _plain(key: Any, value: Any) -> bool:
 
 def check_metadata(metadata: Any) -> dict[str, MetadataValue]:
     """Validate a metadata mapping; returns it with canonical keys."""
-    if not isinstance(metadata, Mapping):
+    if type(metadata) is not dict and not isinstance(metadata, Mapping):  # the ABC check only for others
         raise TypeError(f"metadata must be a dict, not {type(metadata).__name__}")
     out: dict[str, MetadataValue] = {}
     for key, value in metadata.items():
@@ -141,7 +141,7 @@ def check_metadata(metadata: Any) -> dict[str, MetadataValue]:
 
 def check_tags(tags: Any) -> dict[str, str | None]:
     """Validate a tags mapping; returns it with canonical keys and string values."""
-    if not isinstance(tags, Mapping):
+    if type(tags) is not dict and not isinstance(tags, Mapping):  # the ABC check only for others
         raise TypeError(f"tags must be a dict, not {type(tags).__name__}")
     out: dict[str, str | None] = {}
     for key, value in tags.items():
