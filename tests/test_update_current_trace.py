@@ -15,7 +15,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace.propagation import _SPAN_KEY
+from opentelemetry.trace import set_span_in_context
 
 import traceduck
 from traceduck import current_trace
@@ -382,7 +382,7 @@ def test_update_outside_a_trace_does_not_raise_or_record(monkeypatch):
 def test_a_value_in_the_context_that_is_no_span_counts_as_outside_a_trace(caplog, monkeypatch):
     # the context's span key holding something else (another library's bug) must not break the app
     monkeypatch.setattr(current_trace, "_warned_outside_trace", False)
-    token = otel_context.attach(otel_context.set_value(_SPAN_KEY, "not a span"))
+    token = otel_context.attach(set_span_in_context("not a span"))  # type: ignore[arg-type]
     try:
         with caplog.at_level(logging.WARNING, logger="traceduck"):
             update(tags={"lost": "1"})
