@@ -24,7 +24,8 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from .errors import BatchNotAttemptedError, StoreBusyError, StoreLockedError
-from .raw_spans import RawSpans, ResourceRegistry, span_record
+from .end_values import take
+from .raw_spans import RECORD_SPAN_ID, RawSpans, ResourceRegistry, span_record, with_end_values
 
 logger = logging.getLogger("traceduck")
 
@@ -257,8 +258,13 @@ class QueuedSpanProcessor(SpanProcessor):
 class StoreSpanProcessor(QueuedSpanProcessor):
     """Write finished spans to a trace store (a DuckDB file, through the writer process)."""
 
+    #: ``on_end`` takes the values traceduck parked for the span (see :mod:`traceduck.end_values`).
+    takes_end_values = True
+
     def _prepare(self, span: ReadableSpan) -> Any:
-        return span_record(span, self._resources)  # the span is freed now
+        record = span_record(span, self._resources)  # the span is freed now
+        parked = take(record[RECORD_SPAN_ID])
+        return record if parked is None else with_end_values(record, *parked)
 
     def _batch(self, items: list[Any]) -> RawSpans:
         raw = RawSpans(self.default_project, list(self._resources.json))

@@ -325,6 +325,8 @@ _U64 = (1 << 64) - 1
 #: Positions in a span record (see :func:`span_record`).
 (_R_TRACE_HI, _R_TRACE_LO, _R_SPAN, _R_PARENT, _R_REMOTE, _R_NAME, _R_KIND, _R_START, _R_END, _R_STATUS,
  _R_MESSAGE, _R_ATTRIBUTES, _R_EVENTS, _R_RESOURCE, _R_DROPPED_ATTRIBUTES, _R_DROPPED_EVENTS) = range(16)  # fmt: skip
+#: Where a span record holds the span id (an int).
+RECORD_SPAN_ID = _R_SPAN
 
 
 def span_record_fields(span: ReadableSpan, resources: ResourceRegistry) -> tuple[Any, ...]:
@@ -429,6 +431,23 @@ def _fields_reader_agrees() -> bool:
 
 #: The reader ``on_end`` uses: the fast one wherever the installed SDK agrees with itself.
 span_record = span_record_fields if _fields_reader_agrees() else span_record_public
+
+
+def with_end_values(record: tuple[Any, ...], outputs: str | None,
+                    fields: dict[str, Any] | None) -> tuple[Any, ...]:
+    """``record`` with the outputs and trace fields its span was given as it ended (see
+    :mod:`traceduck.end_values`), where the span attributes would have put them. A trace-fields
+    attribute already there wins: an update from another thread set it after the root was
+    released, with every field."""
+    attributes = record[_R_ATTRIBUTES]
+    if attributes is None:
+        attributes = {}
+        record = (*record[:_R_ATTRIBUTES], attributes, *record[_R_ATTRIBUTES + 1 :])
+    if outputs is not None:
+        attributes[attr.OUTPUTS] = outputs
+    if fields is not None and attr.TRACE_FIELDS not in attributes:
+        attributes[attr.TRACE_FIELDS] = fields
+    return record
 
 
 def record_row(record: Any, default_project: str) -> tuple[Any, ...]:

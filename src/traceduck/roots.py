@@ -17,9 +17,10 @@ import threading
 from typing import Any
 
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, SynchronousMultiSpanProcessor
 
 from . import attributes as attr
+from .end_values import park
 from .serialize import dumps
 
 logger = logging.getLogger("traceduck")
@@ -46,14 +47,19 @@ class TraceCarrier:
         self.lazy = False
         self.dirty = False
 
-    def serialized(self) -> str:
-        """The value of the one span attribute that carries the trace fields (attr.TRACE_FIELDS)."""
+    def values(self) -> dict[str, Any]:
+        """The trace fields merged so far, a copy (as the one span attribute that carries them,
+        attr.TRACE_FIELDS, holds them serialised)."""
         fields: dict[str, Any] = {**self.auto_fields, **self.fields}
         if self.metadata:
-            fields["metadata"] = self.metadata
+            fields["metadata"] = dict(self.metadata)
         if self.tags:
-            fields["tags"] = self.tags
-        return dumps(fields)
+            fields["tags"] = dict(self.tags)
+        return fields
+
+    def serialized(self) -> str:
+        """The value of the one span attribute that carries the trace fields (attr.TRACE_FIELDS)."""
+        return dumps(self.values())
 
     def update(self, tags: dict[str, str | None], metadata: dict[str, Any], fields: dict[str, str],
                auto: bool = False) -> None:
@@ -135,19 +141,54 @@ def release_preview(carrier: TraceCarrier, outputs: str | None) -> None:
         carrier.update({}, {}, {"response_preview": outputs[:PREVIEW_CHARS]}, auto=True)
 
 
-def release_root(carrier: TraceCarrier, outputs: str | None = None) -> None:
-    """Write the carrier's fields (and ``outputs``, if given) onto the root it carries, just
-    before the root ends. The root is ``carrier.span``, as :func:`claim_root` returned it."""
-    span = carrier.span
+def release_root(carrier: TraceCarrier, outputs: str | None = None) -> int | None:
+    """Give the root ``carrier`` carries its fields (and ``outputs``, if given) just before it
+    ends. The root is ``carrier.span``, as :func:`claim_root` returned it. Returns what
+    :func:`end_values` returns (the caller unparks it after ``span.end()``)."""
     with carrier.lock:
         carrier.lazy = False  # updates from other threads after this point are written at once
-        # One attribute at a time: the SDK checks a dict of attributes as a whole first (a
-        # Mapping and a Sequence ABC check), which costs more than the second call.
-        if outputs is not None:
-            span.set_attribute(attr.OUTPUTS, outputs)
+        fields = None
         if carrier.dirty:
             carrier.dirty = False
-            span.set_attribute(attr.TRACE_FIELDS, carrier.serialized())
+            fields = carrier.values()
+        if outputs is None and fields is None:
+            return None
+        # Under the lock: an update from another thread after this point sets the attribute,
+        # which then holds every field (and wins over parked ones, see raw_spans.with_end_values).
+        return end_values(carrier.span, outputs, fields)
+
+
+def only_traceduck_sees(span: Span) -> bool:
+    """Whether traceduck's store processor is all that will see ``span`` end: the span's provider
+    runs its processors one after another on the ending thread (the SDK's default) and has no
+    other processor than traceduck's tracker, whose processor takes parked values.
+
+    Reads two fields the SDK keeps its processors in; where they are missing (another SDK
+    version) the answer is no, and the values are span attributes as ever.
+    """
+    multi = getattr(span, "_span_processor", None)
+    if type(multi) is not SynchronousMultiSpanProcessor:
+        return False
+    processors = getattr(multi, "_span_processors", None)
+    if type(processors) is not tuple or len(processors) != 1:
+        return False
+    tracker = processors[0]
+    return type(tracker) is RootSpanTracker and getattr(tracker.processor, "takes_end_values", False) is True
+
+
+def end_values(span: Span, outputs: str | None, fields: dict[str, Any] | None) -> int | None:
+    """Give ``span`` its outputs and/or trace fields as it ends (see :mod:`traceduck.end_values`):
+    parked for traceduck's store processor when only it will see the span, returning the span id
+    to unpark after ``span.end()``; else set as span attributes, returning None."""
+    if only_traceduck_sees(span):
+        span_id: int = span.context.span_id
+        park(span_id, outputs, fields)
+        return span_id
+    if outputs is not None:
+        span.set_attribute(attr.OUTPUTS, outputs)
+    if fields is not None:
+        span.set_attribute(attr.TRACE_FIELDS, dumps(fields))
+    return None
 
 
 class RootSpanTracker(SpanProcessor):

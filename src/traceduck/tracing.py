@@ -22,7 +22,8 @@ from opentelemetry.trace import Span, Status, StatusCode
 
 from . import attributes as attr
 from .config import get_tracer
-from .roots import TraceCarrier, claim_preview, claim_root, release_preview, release_root
+from .end_values import unpark
+from .roots import TraceCarrier, claim_preview, claim_root, end_values, release_preview, release_root
 from .serialize import DEFAULT_MAX_CHARS, TRUNCATED_KEY, to_json
 
 logger = logging.getLogger("traceduck")
@@ -192,16 +193,17 @@ class _CallRecorder:
 def _end(span: Span, role: TraceCarrier | None, outputs: str | None = None, keep: dict[str, Any] | None = None,
          set_outputs: bool = False) -> None:
     """End ``span``. ``role`` is the carrier the span is tied to: the one of its trace when the
-    span is that trace's local root (see :func:`claim_root`), whose fields are written now; the
+    span is that trace's local root (see :func:`claim_root`), whose fields are given now; the
     one of a root of other instrumentation when the span lends it previews; or None. With
-    ``set_outputs``, ``outputs`` is set on the span first."""
+    ``set_outputs``, ``outputs`` is given to the span first (see :func:`end_values`)."""
+    parked = None
     try:
-        outputs_attribute = outputs if set_outputs else None
+        outputs_value = outputs if set_outputs else None
         if role is not None and role.span is span:
-            release_root(role, outputs_attribute)
+            parked = release_root(role, outputs_value)
         else:
-            if outputs_attribute is not None:
-                span.set_attribute(attr.OUTPUTS, outputs_attribute)
+            if outputs_value is not None:
+                parked = end_values(span, outputs_value, None)
             if role is not None:
                 release_preview(role, outputs)
         # Past SpanLimits (128 attributes by default) the SDK evicts the OLDEST attributes: the
@@ -211,6 +213,8 @@ def _end(span: Span, role: TraceCarrier | None, outputs: str | None = None, keep
     except Exception:
         logger.exception("traceduck could not record the outputs or the trace fields")
     span.end()
+    if parked is not None:
+        unpark(parked)
 
 
 def _outputs_text(value: Any) -> str | None:
