@@ -325,8 +325,8 @@ _U64 = (1 << 64) - 1
 #: Positions in a span record (see :func:`span_record`).
 (_R_TRACE_HI, _R_TRACE_LO, _R_SPAN, _R_PARENT, _R_REMOTE, _R_NAME, _R_KIND, _R_START, _R_END, _R_STATUS,
  _R_MESSAGE, _R_ATTRIBUTES, _R_EVENTS, _R_RESOURCE, _R_DROPPED_ATTRIBUTES, _R_DROPPED_EVENTS) = range(16)  # fmt: skip
-#: Where a span record holds the span id (an int).
-RECORD_SPAN_ID = _R_SPAN
+#: Where a span record holds the span id (an int) and the span's attributes (a dict or None).
+RECORD_SPAN_ID, RECORD_ATTRIBUTES = _R_SPAN, _R_ATTRIBUTES
 
 
 def span_record_fields(span: ReadableSpan, resources: ResourceRegistry) -> tuple[Any, ...]:
