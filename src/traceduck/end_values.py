@@ -10,8 +10,8 @@ processor's ``on_end`` (run inside ``span.end()``, on the same thread) takes the
 as anything else processes the provider's spans (an exporter the application added, remote
 mode), they are span attributes again: see ``roots.only_traceduck_sees``.
 
-Measured in process, the bench's (c) call with and without the two attribute writes: 7.5 µs of
-~60 µs a call (``bench/overhead.py``).
+Measured in process, the bench's (c) call (``bench/overhead.py``) with the values parked and as
+attributes, alternating round by round: 4.7 µs less a call, of ~59 µs (median of 31 paired rounds).
 """
 
 from __future__ import annotations

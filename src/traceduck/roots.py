@@ -6,8 +6,10 @@ trace (a span with no parent, or a remote parent); updates are merged into a ``T
 written onto that root as span attributes, so they travel with it through any exporter.
 
 When traceduck itself started the root (``@trace``/``start_span``) the carrier is *lazy*: updates
-only merge dictionaries and the attributes are serialised once, just before the root ends. A root
-started by other instrumentation (a FastAPI server span, say) gets its attributes on every update.
+only merge dictionaries and the fields are given to the root once, just before it ends: as the
+attribute, or straight to traceduck's store processor when that is the only processor that will
+see the span (:func:`end_values`). A root started by other instrumentation (a FastAPI server
+span, say) gets its attribute on every update.
 """
 
 from __future__ import annotations
