@@ -19,7 +19,7 @@ from traceduck.raw_spans import RAW_COLUMNS, ResourceRegistry, record_row, span_
 from traceduck.roots import only_traceduck_sees
 from traceduck.serialize import dumps
 
-from conftest import only_trace, span_named, stored_traces
+from conftest import only_trace, query_file, span_named, stored_traces
 
 live_spans: list = []
 
@@ -137,6 +137,33 @@ def test_processors_run_on_other_threads_get_attributes(store_path):
     finally:
         traceduck.shutdown()
         provider.shutdown()
+
+
+def test_configured_root_attributes_go_into_the_record_when_alone(store_path, provider):
+    traceduck.configure(store_path, tracer_provider=provider, service_name="chat-api", environment="prod",
+                        project="chatbot")  # fmt: skip
+    handle("q")
+    provider.get_tracer("other-instrumentation").start_span("raw-root").end()  # a root of another library
+    assert attr.TRACE_DEFAULT_METADATA not in live_spans[0].attributes  # never set on the span...
+    assert attr.TRACE_PROJECT not in live_spans[0].attributes
+    traces = {trace.info.name: trace for trace in stored_traces()}  # ...yet stored with every root
+    assert set(traces) == {"handle", "raw-root"}
+    for trace in traces.values():
+        assert trace.info.metadata["service.name"] == "chat-api"
+        assert trace.info.metadata["trace.environment"] == "prod"
+    assert query_file(store_path, "SELECT DISTINCT project FROM traces") == [("chatbot",)]
+
+
+def test_with_an_exporter_the_configured_root_attributes_ride_on_the_root(store_path, provider):
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    traceduck.configure(store_path, tracer_provider=provider, environment="prod", project="chatbot")
+    handle("q")
+    exported = {span.name: span for span in exporter.get_finished_spans()}
+    assert json.loads(exported["handle"].attributes[attr.TRACE_DEFAULT_METADATA]) == {"trace.environment": "prod"}
+    assert exported["handle"].attributes[attr.TRACE_PROJECT] == "chatbot"
+    assert attr.TRACE_PROJECT not in exported["lookup"].attributes  # roots only
+    assert only_trace().info.metadata["trace.environment"] == "prod"
 
 
 def test_a_span_dropped_on_a_full_queue_leaves_nothing_parked(store_path, provider):

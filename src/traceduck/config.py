@@ -224,6 +224,8 @@ def configure(
             provider.add_span_processor(tracker)
             _trackers[id(provider)] = tracker
         tracker.root_attributes = _root_attributes(settings) or None
+        if isinstance(span_processor, StoreSpanProcessor):
+            span_processor.root_attributes = tracker.root_attributes
         tracker.processor = span_processor
         tracer = provider.get_tracer(TRACER_NAME)
         _setup = _Setup(settings, provider, tracer, tracker, store_obj, span_processor)

@@ -25,7 +25,8 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from .errors import BatchNotAttemptedError, StoreBusyError, StoreLockedError
 from .end_values import take
-from .raw_spans import RECORD_SPAN_ID, RawSpans, ResourceRegistry, span_record, with_end_values
+from .raw_spans import (RECORD_SPAN_ID, RawSpans, ResourceRegistry, is_root_record, span_record, with_end_values,
+                        with_root_attributes)
 
 logger = logging.getLogger("traceduck")
 
@@ -260,11 +261,18 @@ class StoreSpanProcessor(QueuedSpanProcessor):
 
     #: ``on_end`` takes the values traceduck parked for the span (see :mod:`traceduck.end_values`).
     takes_end_values = True
+    #: The configured root attributes (``RootSpanTracker.root_attributes``), put into each root's
+    #: record where the tracker left them off its span (only this processor saw it).
+    root_attributes: dict[str, str] | None = None
 
     def _prepare(self, span: ReadableSpan) -> Any:
         record = span_record(span, self._resources)  # the span is freed now
         parked = take(record[RECORD_SPAN_ID])
-        return record if parked is None else with_end_values(record, *parked)
+        if parked is not None:
+            record = with_end_values(record, *parked)
+        if self.root_attributes and is_root_record(record):
+            record = with_root_attributes(record, self.root_attributes)
+        return record
 
     def _batch(self, items: list[Any]) -> RawSpans:
         raw = RawSpans(self.default_project, list(self._resources.json))

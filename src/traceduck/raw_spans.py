@@ -450,6 +450,22 @@ def with_end_values(record: tuple[Any, ...], outputs: str | None,
     return record
 
 
+def is_root_record(record: tuple[Any, ...]) -> bool:
+    """Whether the record's span is a local root (no parent, or a remote one)."""
+    return record[_R_PARENT] is None or record[_R_REMOTE]
+
+
+def with_root_attributes(record: tuple[Any, ...], root_attributes: dict[str, str]) -> tuple[Any, ...]:
+    """``record`` with the configured root attributes, each where the span has none of its own
+    (as when they are stamped on the span as it starts and the application sets one later)."""
+    attributes = record[_R_ATTRIBUTES]
+    if attributes is None:
+        return (*record[:_R_ATTRIBUTES], dict(root_attributes), *record[_R_ATTRIBUTES + 1 :])
+    for key, value in root_attributes.items():
+        attributes.setdefault(key, value)
+    return record
+
+
 def record_row(record: Any, default_project: str) -> tuple[Any, ...]:
     """The row of a span record (a tuple, or the list it reads back as from JSON)."""
     attributes = record[_R_ATTRIBUTES] or {}  # the record's own dict: a record is converted once

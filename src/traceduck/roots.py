@@ -199,7 +199,10 @@ class RootSpanTracker(SpanProcessor):
     It remembers the live local root span of each trace, stamps the configured root attributes
     on it, and hands every finished span to ``processor`` (the writer of the current
     ``configure()``). ``configure()`` replaces both on the same tracker, so calling it again
-    never stacks processors on a provider.
+    never stacks processors on a provider. When traceduck's store processor is the only one that
+    sees the root, that processor puts the root attributes into the root's record instead (its
+    ``root_attributes``, set by ``configure()`` to the same values): one SDK ``set_attributes``
+    less a trace. An exporter added while a trace runs misses them on that trace's root.
     """
 
     def __init__(self, root_attributes: dict[str, str] | None = None,
@@ -214,7 +217,7 @@ class RootSpanTracker(SpanProcessor):
             # The outermost local root wins if a trace has several in this process.
             if trace_id not in _carriers:
                 _carriers[trace_id] = TraceCarrier(span)
-            if self.root_attributes:
+            if self.root_attributes and not only_traceduck_sees(span):
                 span.set_attributes(self.root_attributes)
 
     def on_end(self, span: ReadableSpan) -> None:
