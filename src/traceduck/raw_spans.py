@@ -433,16 +433,22 @@ def _fields_reader_agrees() -> bool:
 span_record = span_record_fields if _fields_reader_agrees() else span_record_public
 
 
+def _own_attributes(record: tuple[Any, ...]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """``record`` and its attributes dict (the record's own copy), made if the span had none."""
+    attributes = record[_R_ATTRIBUTES]
+    if attributes is None:
+        attributes = {}
+        record = (*record[:_R_ATTRIBUTES], attributes, *record[_R_ATTRIBUTES + 1 :])
+    return record, attributes
+
+
 def with_end_values(record: tuple[Any, ...], outputs: str | None,
                     fields: dict[str, Any] | None) -> tuple[Any, ...]:
     """``record`` with the outputs and trace fields its span was given as it ended (see
     :mod:`traceduck.end_values`), where the span attributes would have put them. A trace-fields
     attribute already there wins: an update from another thread set it after the root was
     released, with every field."""
-    attributes = record[_R_ATTRIBUTES]
-    if attributes is None:
-        attributes = {}
-        record = (*record[:_R_ATTRIBUTES], attributes, *record[_R_ATTRIBUTES + 1 :])
+    record, attributes = _own_attributes(record)
     if outputs is not None:
         attributes[attr.OUTPUTS] = outputs
     if fields is not None and attr.TRACE_FIELDS not in attributes:
@@ -458,9 +464,7 @@ def is_root_record(record: tuple[Any, ...]) -> bool:
 def with_root_attributes(record: tuple[Any, ...], root_attributes: dict[str, str]) -> tuple[Any, ...]:
     """``record`` with the configured root attributes, each where the span has none of its own
     (as when they are stamped on the span as it starts and the application sets one later)."""
-    attributes = record[_R_ATTRIBUTES]
-    if attributes is None:
-        return (*record[:_R_ATTRIBUTES], dict(root_attributes), *record[_R_ATTRIBUTES + 1 :])
+    record, attributes = _own_attributes(record)
     for key, value in root_attributes.items():
         attributes.setdefault(key, value)
     return record
