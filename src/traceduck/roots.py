@@ -49,19 +49,20 @@ class TraceCarrier:
         self.lazy = False
         self.dirty = False
 
-    def values(self) -> dict[str, Any]:
-        """The trace fields merged so far, a copy (as the one span attribute that carries them,
-        attr.TRACE_FIELDS, holds them serialised)."""
+    def values(self, copy: bool = True) -> dict[str, Any]:
+        """The trace fields merged so far (as the one span attribute that carries them,
+        attr.TRACE_FIELDS, holds them serialised); ``copy``: metadata and tags as copies, for a
+        value that outlives this call (later updates change the carrier's own)."""
         fields: dict[str, Any] = {**self.auto_fields, **self.fields}
         if self.metadata:
-            fields["metadata"] = dict(self.metadata)
+            fields["metadata"] = dict(self.metadata) if copy else self.metadata
         if self.tags:
-            fields["tags"] = dict(self.tags)
+            fields["tags"] = dict(self.tags) if copy else self.tags
         return fields
 
     def serialized(self) -> str:
         """The value of the one span attribute that carries the trace fields (attr.TRACE_FIELDS)."""
-        return dumps(self.values())
+        return dumps(self.values(copy=False))  # serialised at once: no copies needed
 
     def update(self, tags: dict[str, str | None], metadata: dict[str, Any], fields: dict[str, str],
                auto: bool = False) -> None:
