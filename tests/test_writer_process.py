@@ -16,7 +16,8 @@ from traceduck.errors import BatchNotAttemptedError
 from traceduck.processor import StoreSpanProcessor
 from traceduck.raw_spans import RawSpans, span_record
 from traceduck.store.duckdb_store import DuckDBStore
-from traceduck.store.writer_process import WriterProcess, WriterProcessError
+from traceduck.store.frames import write_frame
+from traceduck.store.writer_process import Pending, WriterProcess, WriterProcessError
 
 from conftest import query_file, run_python
 
@@ -32,7 +33,7 @@ def _writer() -> WriterProcess:
 
 
 def _children_writing(path: str) -> list[int]:
-    """Pids of live writer processes for the store at ``path`` (from /proc)."""
+    """Pids of the live children (converter and writer) for the store at ``path`` (from /proc)."""
     pids = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -44,9 +45,10 @@ def _children_writing(path: str) -> list[int]:
                 state = fh.read().split(")")[-1].split()[0]
         except OSError:
             continue
-        if b"traceduck.store.writer_process" in cmd and path.encode() in cmd and state != "Z":
+        children = (b"traceduck.store.writer_process", b"traceduck.store.converter_process")
+        if any(name in cmd for name in children) and path.encode() in cmd and state != "Z":
             pids.append(int(pid))
-    return pids
+    return sorted(pids)
 
 
 def test_configure_uses_a_writer_process_by_default(configured):
@@ -58,18 +60,19 @@ def test_configure_uses_a_writer_process_by_default(configured):
     assert traceduck.stats()["written_spans"] == 1
 
 
-def test_the_writer_process_prepares_arrow_before_the_first_batch(configured):
-    """pyarrow's first conversion imports pandas (when installed, as with the test extras): the
-    child does that as it starts, so the first batch is not held up by it."""
-    child = _writer()._child
-    assert child is not None
-    deadline = time.monotonic() + 30
-    loaded = False
-    while not loaded and time.monotonic() < deadline:
-        with open(f"/proc/{child.pid}/maps") as fh:
-            loaded = "pandas/_libs" in fh.read()
-        time.sleep(0.05)
-    assert loaded, "the writer process had not imported pandas (pyarrow's first conversion) by itself"
+def test_the_children_prepare_arrow_before_the_first_batch(configured):
+    """pyarrow's first conversion imports pandas (when installed, as with the test extras): both
+    children do that as they start, so the first batch is not held up by it."""
+    writer = _writer()
+    for child in (writer._converter, writer._child):
+        assert child is not None
+        deadline = time.monotonic() + 30
+        loaded = False
+        while not loaded and time.monotonic() < deadline:
+            with open(f"/proc/{child.pid}/maps") as fh:
+                loaded = "pandas/_libs" in fh.read()
+            time.sleep(0.05)
+        assert loaded, f"{child.args[2]} had not imported pandas (pyarrow's first conversion) by itself"
     assert traceduck.stats()["written_spans"] == 0  # nothing was written to get there
 
 
@@ -117,6 +120,70 @@ def test_a_killed_writer_process_is_replaced_and_nothing_is_lost(configured):
     assert traceduck.flush(timeout=30)
     assert sorted(t.info.name for t in traceduck.search_traces(return_type="list")) == ["after", "before"]
     assert _writer()._child is not None and _writer()._child.pid != child.pid
+
+
+def test_a_killed_converter_process_is_replaced_and_nothing_is_lost(configured):
+    """The converter gone, the writer reads the end of its input and exits; the application
+    starts both afresh and stores what it sends next."""
+    with traceduck.start_span("before"):
+        pass
+    assert traceduck.flush()
+    writer = _writer()
+    converter, child = writer._converter, writer._child
+    assert converter is not None and child is not None
+    os.kill(converter.pid, signal.SIGKILL)
+    converter.wait(timeout=10)
+    assert child.wait(timeout=10) == 0  # its input ended: it exits cleanly
+    with traceduck.start_span("after"):
+        pass
+    assert traceduck.flush(timeout=30)
+    assert sorted(t.info.name for t in traceduck.search_traces(return_type="list")) == ["after", "before"]
+    assert writer._converter is not None and writer._converter.pid != converter.pid
+    assert writer._child is not None and writer._child.pid != child.pid
+    assert _children_writing(configured) == sorted([writer._converter.pid, writer._child.pid])
+
+
+def test_a_frame_the_converter_cannot_read_fails_alone_and_the_pair_goes_on(tmp_path):
+    """A batch the converter cannot decode is answered as a failure in its turn (the writer
+    reports what the converter found); the batch sent behind it is not attempted until sent
+    again, as behind any failed batch."""
+    store = DuckDBStore(str(tmp_path / "garbage.duckdb"))
+    store.acquire_writer()
+    writer = WriterProcess(store)
+    try:
+        writer.start()
+        converter = writer._converter
+        assert converter is not None and converter.stdin is not None
+        garbage = Pending(writer)
+        with writer._lock:
+            write_frame(converter.stdin, b"{not json")
+            writer._sent.append(garbage)
+        behind = writer.submit(_one_span_batch("behind", f"{1:032x}"))
+        with pytest.raises(WriterProcessError, match="JSONDecodeError"):
+            garbage.result()
+        with pytest.raises(BatchNotAttemptedError):
+            behind.result()
+        assert writer.write(_one_span_batch("behind", f"{1:032x}")).spans == 1
+        assert writer._converter is converter  # the same children throughout
+    finally:
+        writer.close()
+        store.release_writer()
+    assert query_file(store.path, "SELECT name FROM spans") == [("behind",)]
+
+
+def test_closing_the_writer_ends_both_children(tmp_path):
+    store = DuckDBStore(str(tmp_path / "close.duckdb"))
+    store.acquire_writer()
+    writer = WriterProcess(store)
+    pending = writer.submit(_one_span_batch("last", f"{1:032x}"))
+    converter, child = writer._converter, writer._child
+    assert converter is not None and child is not None
+    assert pending.result().spans == 1
+    writer.close()
+    assert (converter.returncode, child.returncode) == (0, 0)
+    assert _children_writing(store.path) == []
+    store.release_writer()
+    assert query_file(store.path, "SELECT name FROM spans") == [("last",)]
 
 
 def test_span_with_a_lone_surrogate_is_stored_cleaned(configured):
@@ -174,26 +241,28 @@ def test_forked_application_process_does_not_write_through_the_parents_writer(co
     assert names == ["parent-after", "parent-before"]
 
 
-def test_the_writer_process_keeps_the_garbage_collector_out_of_a_batch(tmp_path):
-    """The child turns automatic collection off while it builds and writes batches (collecting
-    between them instead: when none waits, and at least after every tenth), gives the collector
-    back as it was when it ends, and exits with nothing on stderr (frozen objects would be
-    reported as leaks by DuckDB's bindings)."""
+def test_the_children_keep_the_garbage_collector_out_of_a_batch(tmp_path):
+    """Both children turn automatic collection off while they convert and write batches
+    (collecting between them instead), give the collector back as it was when they end, and
+    exit with nothing on stderr (frozen objects would be reported as leaks by DuckDB's bindings).
+    The converter's output, fed to the writer, stores every batch."""
     path = str(tmp_path / "gc.duckdb")
-    proc = run_python(
+    converted_path = str(tmp_path / "converted")
+    replies_path = str(tmp_path / "replies")
+    converter = run_python(
         f"""
-        import gc, os, struct, sys
+        import gc, os, sys
         from traceduck.raw_spans import RawSpans
-        from traceduck.store import writer_process
+        from traceduck.store import converter_process, frames, writer_process
 
-        frames = b""
+        data = b""
         for n in range(12):
             raw = RawSpans()
             res = raw.resource({{"service.name": "svc"}})
             raw.add(f"{{n + 1:032x}}", f"{{n + 1:016x}}", None, False, "root", "INTERNAL", 10**18 + n,
                     10**18 + n + 5, "UNSET", None, {{"k": n}}, None, res)
-            data = writer_process._encode(raw, linger=n < 11)
-            frames += struct.pack("!I", len(data)) + data
+            frame = writer_process.encode(raw, linger=n < 11)
+            data += frames.HEADER.pack(len(frame)) + frame
         enabled_while_converting = []
         real = RawSpans._build_arrow
 
@@ -202,29 +271,48 @@ def test_the_writer_process_keeps_the_garbage_collector_out_of_a_batch(tmp_path)
             return real(self)
 
         RawSpans._build_arrow = spy
-        read_end, write_end = os.pipe()  # the child reads its stdin on a thread of its own: a real pipe
-        os.write(write_end, frames)
+        read_end, write_end = os.pipe()
+        os.write(write_end, data)
         os.close(write_end)
         sys.stdin = os.fdopen(read_end, "r")
-        sys.stdout = open({str(tmp_path / "replies")!r}, "w")
+        sys.stdout = open({converted_path!r}, "w")
         collections_before = gc.get_stats()[2]["collections"]
-        assert writer_process.main([{path!r}]) == 0
+        assert converter_process.main([{path!r}]) == 0
         sys.stdout.close()
         sys.stdout = sys.__stdout__
         print(enabled_while_converting)
         print(gc.isenabled(), gc.get_freeze_count(), gc.get_stats()[2]["collections"] - collections_before)
-        print(open({str(tmp_path / "replies")!r}, "rb").read().count(b'"ok": true'))
         """
     )
-    converted, state, replies = proc.stdout.strip().splitlines()
-    # the warm-up conversion at start-up with the collector on; the twelve batches with it off,
-    # each built once (on the reading thread; the writer finds it built)
+    converted, state = converter.stdout.strip().splitlines()
+    # the warm-up conversion at start-up with the collector on; the twelve batches with it off
     assert converted == "[(0, True)" + ", (1, False)" * 12 + "]"
+    enabled, frozen, full_collections = state.split()
+    assert (enabled, frozen) == ("True", "0")
+    # one after each batch (and an automatic one the start-up's imports may have caused)
+    assert 12 <= int(full_collections) <= 13
+    assert converter.stderr == ""
+    writer = run_python(
+        f"""
+        import gc, os, sys
+        from traceduck.store import writer_process
+
+        sys.stdin = open({converted_path!r}, "r")  # the writer reads it on a thread of its own
+        sys.stdout = open({replies_path!r}, "w")
+        collections_before = gc.get_stats()[2]["collections"]
+        assert writer_process.main([{path!r}]) == 0
+        sys.stdout.close()
+        sys.stdout = sys.__stdout__
+        print(gc.isenabled(), gc.get_freeze_count(), gc.get_stats()[2]["collections"] - collections_before)
+        print(open({replies_path!r}, "rb").read().count(b'"ok": true'))
+        """
+    )
+    state, replies = writer.stdout.strip().splitlines()
     enabled, frozen, full_collections = state.split()
     assert (enabled, frozen) == ("True", "0")
     assert 1 <= int(full_collections) <= 12  # between batches: the tenth at least, never more than one each
     assert replies == "12"
-    assert proc.stderr == ""
+    assert writer.stderr == ""
     assert traceduck.count_traces(store=path) == 12
 
 

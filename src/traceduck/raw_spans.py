@@ -17,6 +17,7 @@ import json
 import re
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -58,6 +59,9 @@ _IS_ROOT = RAW_COLUMNS.index("is_root")
 _PROJECT = RAW_COLUMNS.index("project")
 _RESOURCE = RAW_COLUMNS.index("resource")
 _FIELDS = RAW_COLUMNS.index("trace_fields")
+_PARENT = RAW_COLUMNS.index("parent_span_id")
+_ATTRIBUTES = RAW_COLUMNS.index("attributes")
+_DEFAULTS = RAW_COLUMNS.index("default_metadata")
 _NO_RESOURCE: Mapping[str, Any] = {}
 
 
@@ -135,6 +139,68 @@ class ResourceRegistry:
         return index
 
 
+@dataclass
+class BatchIndex:
+    """What the store asks of a batch before it writes it, found in one pass over its rows.
+
+    The writer process gets it with the batch's Arrow table (see ``store/converter_process.py``),
+    so the process that runs DuckDB never makes a Python object per span.
+    """
+
+    #: (trace id, project) of the local roots, in arrival order.
+    root_ids: list[tuple[str, str]]
+    #: (trace id, project) of non-root spans carrying trace fields (their root was not live).
+    patch_ids: set[tuple[str, str]]
+    #: Some root had a parent in another process.
+    has_remote_roots: bool
+    #: Earliest and latest span start (None: an empty batch).
+    start_range: tuple[int, int] | None
+    #: Earliest start of a root (None: no root).
+    first_root_start: int | None
+    #: (resource index, configured default metadata) of the roots: their implicit metadata.
+    root_sources: set[tuple[int, str | None]]
+    #: Some span's attributes mention ``gen_ai.`` (only then are the LLM tables written).
+    has_llm_calls: bool
+    #: The projects of the batch's spans.
+    projects: set[str]
+
+    @classmethod
+    def of_rows(cls, rows: list[tuple[Any, ...]]) -> BatchIndex:
+        roots = [r for r in rows if r[_IS_ROOT]]
+        starts = [r[_START] for r in rows]
+        return cls(
+            root_ids=[(r[0], r[_PROJECT]) for r in roots],
+            patch_ids={(r[0], r[_PROJECT]) for r in rows if not r[_IS_ROOT] and r[_FIELDS] is not None},
+            has_remote_roots=any(r[_PARENT] is not None for r in roots),
+            start_range=(min(starts), max(starts)) if starts else None,
+            first_root_start=min(r[_START] for r in roots) if roots else None,
+            root_sources={(r[_RESOURCE], r[_DEFAULTS]) for r in roots},
+            has_llm_calls=any("gen_ai." in r[_ATTRIBUTES] for r in rows if r[_ATTRIBUTES]),
+            projects={r[_PROJECT] for r in rows},
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """As JSON values (sets and tuples as lists)."""
+        return {"root_ids": self.root_ids, "patch_ids": list(self.patch_ids),
+                "has_remote_roots": self.has_remote_roots, "start_range": self.start_range,
+                "first_root_start": self.first_root_start, "root_sources": list(self.root_sources),
+                "has_llm_calls": self.has_llm_calls, "projects": list(self.projects)}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BatchIndex:
+        start_range = data["start_range"]
+        return cls(
+            root_ids=[(t, p) for t, p in data["root_ids"]],
+            patch_ids={(t, p) for t, p in data["patch_ids"]},
+            has_remote_roots=bool(data["has_remote_roots"]),
+            start_range=(start_range[0], start_range[1]) if start_range is not None else None,
+            first_root_start=data["first_root_start"],
+            root_sources={(r, d) for r, d in data["root_sources"]},
+            has_llm_calls=bool(data["has_llm_calls"]),
+            projects=set(data["projects"]),
+        )
+
+
 class RawSpans:
     """A batch of finished spans, one tuple per span in :data:`RAW_SCHEMA` order."""
 
@@ -146,19 +212,35 @@ class RawSpans:
         #: JSON of each distinct OTel Resource; spans refer to them by index.
         self.resources: list[str] = resources if resources is not None else []
         self._resource_index: dict[int, tuple[Any, int]] = {}
-        self._keys: tuple[list[tuple[str, str]], set[tuple[str, str]], bool] | None = None
+        self._index: BatchIndex | None = None
         self._arrow: pa.Table | None = None
+        #: An Arrow table whose rows are not made yet (see :meth:`from_arrow`).
+        self._source: pa.Table | None = None
+
+    @classmethod
+    def from_arrow(cls, table: pa.Table, index: BatchIndex, default_project: str = "default",
+                   resources: list[str] | None = None) -> RawSpans:  # fmt: skip
+        """A batch already converted (``table`` as :meth:`to_arrow` built it, and its index):
+        writing it makes no Python object per span; ``rows`` are made from the table only if
+        something asks for them (a project's capture policy, a small batch's trace rows)."""
+        raw = cls(default_project, resources)
+        raw._arrow, raw._index, raw._source = table, index, table
+        return raw
 
     def _changed(self) -> None:
-        self._keys = None
+        self._index = None
         self._arrow = None
 
     def __len__(self) -> int:
-        return len(self._rows) + len(self.records)
+        source = self._source
+        return len(self._rows) + len(self.records) + (source.num_rows if source is not None else 0)
 
     @property
     def rows(self) -> list[tuple[Any, ...]]:
         """One tuple per span in :data:`RAW_SCHEMA` order (pending records are converted first)."""
+        if self._source is not None:
+            source, self._source = self._source, None
+            self._rows = list(zip(*(source.column(name).to_pylist() for name in RAW_COLUMNS)))
         if self.records:
             records, self.records = self.records, []
             default_project = self.default_project
@@ -169,31 +251,31 @@ class RawSpans:
     def rows(self, rows: list[tuple[Any, ...]]) -> None:
         self._rows = rows
         self.records = []
+        self._source = None
         self._changed()
 
-    def _index_rows(self) -> tuple[list[tuple[str, str]], set[tuple[str, str]], bool]:
-        if self._keys is None:
-            roots = [(r[0], r[_PROJECT]) for r in self.rows if r[_IS_ROOT]]
-            patches = {(r[0], r[_PROJECT]) for r in self.rows if not r[_IS_ROOT] and r[_FIELDS] is not None}
-            remote = any(r[_IS_ROOT] and r[2] is not None for r in self.rows)
-            self._keys = (roots, patches, remote)
-        return self._keys
+    @property
+    def index(self) -> BatchIndex:
+        """What the store asks of this batch (found once, again only after the batch changes)."""
+        if self._index is None:
+            self._index = BatchIndex.of_rows(self.rows)
+        return self._index
 
     @property
     def root_ids(self) -> list[tuple[str, str]]:
         """(trace id, project) of the local roots in this batch, in arrival order. A trace is
         identified by both: a trace id sent with another project's key is another trace."""
-        return self._index_rows()[0]
+        return self.index.root_ids
 
     @property
     def patch_ids(self) -> set[tuple[str, str]]:
         """(trace id, project) of non-root spans carrying trace fields (their root was not live)."""
-        return self._index_rows()[1]
+        return self.index.patch_ids
 
     @property
     def has_remote_roots(self) -> bool:
         """Some root had a parent in another process: its trace may already be stored."""
-        return self._index_rows()[2]
+        return self.index.has_remote_roots
 
     def extend(self, other: RawSpans) -> None:
         """Append another batch (resource indices renumbered); the collector groups requests."""
@@ -216,8 +298,11 @@ class RawSpans:
         return parts[0], parts[1]
 
     def start_range(self) -> tuple[int, int]:
-        starts = [row[_START] for row in self.rows]
-        return min(starts), max(starts)
+        """Earliest and latest span start (``ValueError`` for an empty batch)."""
+        found = self.index.start_range
+        if found is None:
+            raise ValueError("an empty batch has no start range")
+        return found
 
     def to_arrow(self) -> pa.Table:
         """The batch as an Arrow table, plus ``seq``: each span's position in arrival order.

@@ -184,7 +184,7 @@ def apply_policy(raw: RawSpans, settings_for: Callable[[str], ProjectSettings],
     ``settings_for(project)`` gives a project's settings. Returns ``raw`` itself when every
     project in it stores everything as it came.
     """
-    projects = {row[PROJECT] for row in raw.rows}
+    projects = raw.index.projects
     settings = {p: settings_for(p) for p in projects}
     if all(s.is_passthrough for s in settings.values()):
         return Applied(raw)

@@ -19,18 +19,13 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from ..raw_spans import RAW_COLUMNS, RawSpans
+from ..raw_spans import RawSpans
 from ..roots import PREVIEW_CHARS
 from ..trace_rows import TRACE_COLUMNS, TraceRow
 from . import plain_rows
 from .assessments import JOIN_PENDING_SQL
 from .recent import RecentSpans
 
-_RESOURCE_INDEX = RAW_COLUMNS.index("resource")
-_DEFAULTS_INDEX = RAW_COLUMNS.index("default_metadata")
-_IS_ROOT_INDEX = RAW_COLUMNS.index("is_root")
-_START_INDEX = RAW_COLUMNS.index("start_time_ns")
-_ATTRIBUTES_INDEX = RAW_COLUMNS.index("attributes")
 
 #: Trace fields waiting for a root span that has not been stored yet.
 MAX_PENDING_PATCHES = 10_000
@@ -112,8 +107,7 @@ def implicit_metadata(resource_json: str, defaults: str | None) -> str | None:
 
 def _implicit_table(raw: RawSpans) -> pa.Table:
     """One row per distinct (resource, defaults) of the batch's roots: computed once, not per span."""
-    pairs = {(row[_RESOURCE_INDEX], row[_DEFAULTS_INDEX]) for row in raw.rows if row[_IS_ROOT_INDEX]}
-    keys = sorted(pairs, key=lambda p: (p[0], p[1] or ""))
+    keys = sorted(raw.index.root_sources, key=lambda p: (p[0], p[1] or ""))
     implicit = [implicit_metadata(raw.resources[k[0]] if k[0] < len(raw.resources) else "", k[1]) for k in keys]
     return pa.table({
         "idx": pa.array([k[0] for k in keys], pa.int32()),
@@ -438,7 +432,7 @@ def _existing(con: duckdb.DuckDBPyConnection, raw: RawSpans) -> set[tuple[str, s
                           "project": pa.array([k[1] for k in roots], pa.string())})  # fmt: skip
     since = ""
     if not raw.has_remote_roots:
-        first = min(row[_START_INDEX] for row in raw.rows if row[_IS_ROOT_INDEX]) // 1_000_000
+        first = raw.index.first_root_start // 1_000_000
         since = f" AND t.request_time >= {int(first) - EXISTING_ROOTS_BEFORE_MS}"
     rows = con.execute(
         "SELECT r.id, r.project FROM _td_roots r WHERE EXISTS (SELECT 1 FROM traces t"
@@ -513,11 +507,6 @@ def _merge_conflicts(con: duckdb.DuckDBPyConnection, conflicts: set[tuple[str, s
     stats.merged += len(complete)
 
 
-def _has_llm_calls(raw: RawSpans) -> bool:
-    """Some span carries GenAI attributes (only then are the LLM tables written)."""
-    return any("gen_ai." in row[_ATTRIBUTES_INDEX] for row in raw.rows if row[_ATTRIBUTES_INDEX])
-
-
 def _has_pending(con: duckdb.DuckDBPyConnection) -> bool:
     """Some assessment waits for its trace (a few spans of the assessments' ``trace_id`` column
     to read, most skipped by their statistics; joining them costs a batch far more)."""
@@ -568,7 +557,7 @@ def write_batch(
         statements = [
             _spans_insert_sql(dedupe_spans),
             traces_sql,
-            *((_RESPONSES_SQL, _llm_calls_sql(dedupe_spans)) if _has_llm_calls(raw) else ()),
+            *((_RESPONSES_SQL, _llm_calls_sql(dedupe_spans)) if raw.index.has_llm_calls else ()),
             *((JOIN_PENDING_SQL,) if _has_pending(con) else ()),
         ]
         script = "BEGIN TRANSACTION; " + "; ".join(statements) + "; COMMIT"
@@ -607,7 +596,7 @@ def write_batch(
             stats.traces = len(set(raw.root_ids) - conflicts)
             if conflicts:
                 _merge_conflicts(con, conflicts, pending, params, stats)
-            if _has_llm_calls(raw):
+            if raw.index.has_llm_calls:
                 con.execute(_RESPONSES_SQL, {"default_project": raw.default_project})
                 con.execute(_llm_calls_sql(dedupe_spans), {"default_project": raw.default_project})
             if _has_pending(con):

@@ -1,22 +1,26 @@
-"""Write batches to DuckDB from a child process, so DuckDB never competes for the app's GIL.
+"""Write batches to DuckDB from child processes, so DuckDB never competes for the app's GIL.
 
 DuckDB's Python client takes the GIL between the small tasks a query is executed in. In an
 application whose threads keep the GIL busy, every one of those takes waits its turn: measured
 here, a batch written during a 4-thread burst took the whole burst (9 s) instead of 0.4 s. So the
-local writer hands each batch over a pipe to a child process that owns nothing but
-the DuckDB work; the application process only takes each span's values.
+local writer hands each batch to child processes; the application process only takes each
+span's values.
 
-The application sends each batch's span records as one JSON document (see ``_encode``); the child
-turns them into rows, builds the Arrow tables and runs the SQL. The two overlap: while DuckDB writes
-one batch, a second thread of the child reads the next one from the pipe and turns it into an Arrow
-table, so a backlog uses two cores (the application sends the next batch before the answer about
-the one before; see ``WriterProcess.submit``). Batches are stored in the order they were sent: once
-one fails, those sent behind it are answered "not attempted" until the application sends again.
+Two children in a row, joined by a pipe: the *converter* (``converter_process.py``) reads the
+application's batches (span records as one JSON document, see :func:`encode`), makes their rows,
+Arrow table and index and passes them on as Arrow IPC; the *writer* (this module's ``main``)
+runs the SQL and answers the application, batch by batch, in order. Converting is Python, so
+in the writer's process it would share DuckDB's GIL; in a process of its own the next batch is
+converted while DuckDB writes one, on the second core. The application sends the next batch
+before the answer about the one before (see ``WriterProcess.submit``). Batches are stored in the
+order they were sent: once one fails, those sent behind it are answered "not attempted" until
+the application sends again.
 
-The child is started with ``python -m traceduck.store.writer_process PATH`` (never
-``multiprocessing``, which would re-import the application's ``__main__``), reads length-prefixed
-frames from stdin and answers each with a JSON frame on stdout. It exits when stdin closes, so it never outlives the application. The application
-process keeps the store's writer lock; the child writes on its behalf.
+The children are started with ``python -m`` (never ``multiprocessing``, which would re-import
+the application's ``__main__``) and exit when their input closes, so they never outlive the
+application. If either goes away, the application's batches in flight fail (to be sent again)
+and both are started afresh. The application process keeps the store's writer lock; the writer
+child writes on its behalf.
 """
 
 from __future__ import annotations
@@ -26,7 +30,6 @@ import json
 import logging
 import os
 import queue
-import struct
 import subprocess
 import sys
 import threading
@@ -39,11 +42,12 @@ from ..errors import BatchNotAttemptedError, StoreBusyError, StoreLockedError
 from ..governance import pii
 from ..raw_spans import RawSpans
 from ..serialize import clean_text
+from .converter_process import ConvertedBatch, read_converted
+from .frames import read_frame, write_frame
 from .writer import WriteStats
 
 logger = logging.getLogger("traceduck")
 
-_HEADER = struct.Struct("!I")
 #: A writer that kept the file attached for a backlog lets go after this long without a batch.
 IDLE_RELEASE_SECONDS = 0.05
 #: The child's GIL switch interval. DuckDB's client takes the GIL back between the tasks of a
@@ -63,20 +67,6 @@ class WriterProcessIOError(OSError):
     """The writer process found the file busy or failing, or the process itself went away."""
 
 
-def _read_frame(stream: BinaryIO) -> bytes | None:
-    header = stream.read(_HEADER.size)
-    if len(header) < _HEADER.size:
-        return None
-    (size,) = _HEADER.unpack(header)
-    data = stream.read(size)
-    return data if len(data) == size else None
-
-
-def _write_frame(stream: BinaryIO, data: bytes) -> None:
-    stream.write(_HEADER.pack(len(data)) + data)
-    stream.flush()
-
-
 def _detectors() -> dict[str, Any] | None:
     """The application's custom PII detectors, as the child imports them (None: there are none)."""
     refs = pii.portable_refs()
@@ -88,10 +78,10 @@ def _detectors() -> dict[str, Any] | None:
     return {"refs": refs, "sys_path": sys.path} if refs else None
 
 
-def _encode(raw: RawSpans, linger: bool, epoch: int = 0) -> bytes:
+def encode(raw: RawSpans, linger: bool, epoch: int = 0) -> bytes:
     """The batch as ONE orjson call: C code that holds the GIL once, for a few milliseconds.
 
-    Span records go as they are and become rows in the child. (Building rows or Arrow here instead
+    Span records go as they are and become rows in the converter. (Building rows or Arrow here instead
     costs the application's GIL: microseconds per span, or hundreds of GIL hand-offs.)
     """
     rows, records = raw.unconverted()
@@ -108,17 +98,12 @@ def _encode(raw: RawSpans, linger: bool, epoch: int = 0) -> bytes:
 _loaded_detectors: list[Any] = []
 
 
-def _decode(frame: bytes) -> tuple[RawSpans, bool, int]:
-    data = orjson.loads(frame)
-    spec = data.get("pii_detectors")
+def _load_detectors(spec: dict[str, Any] | None) -> None:
+    """Use the PII detectors the application registered (once, and again when they change)."""
     refs = spec["refs"] if spec else []
-    if refs != _loaded_detectors:  # the application registered PII detectors: use them too
+    if refs != _loaded_detectors:
         pii.load_refs(refs, spec["sys_path"] if spec else [])
         _loaded_detectors[:] = refs
-    raw = RawSpans(data["default_project"], data["resources"])
-    raw.add_rows([tuple(row) for row in data["rows"]])
-    raw.add_records(data["records"])
-    return raw, bool(data["linger"]), int(data.get("epoch", 0))
 
 
 class Pending:
@@ -138,39 +123,55 @@ class Pending:
 
 
 class WriterProcess:
-    """The application side: a store whose ``write`` is done by the child process."""
+    """The application side: a store whose ``write`` is done by the child processes."""
 
     def __init__(self, store: Any) -> None:
         self.store = store  # the application's DuckDBStore (it holds the writer lock)
+        #: The DuckDB writer (it answers each batch) and the converter in front of it.
         self._child: subprocess.Popen[bytes] | None = None
+        self._converter: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
         self._pid = os.getpid()
-        #: Sent batches whose answer is not read yet, oldest first (the child answers in order).
+        #: Sent batches whose answer is not read yet, oldest first (the writer answers in order).
         self._sent: deque[Pending] = deque()
-        #: Raised after each failure the application learns of: the child does not attempt a
+        #: Raised after each failure the application learns of: the writer does not attempt a
         #: batch of an epoch that already failed (it was sent before the failure was known).
         self._epoch = 0
 
     def start(self) -> None:
-        """Start the child now (it imports DuckDB while the application gets going)."""
+        """Start the children now (they import DuckDB and pyarrow while the application gets going)."""
         with self._lock:
             if self._child is None:
                 self._start()
 
-    def _start(self) -> subprocess.Popen[bytes]:
+    def _start(self) -> None:
         env = dict(os.environ)
         package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-        child = subprocess.Popen(
-            [sys.executable, "-m", "traceduck.store.writer_process", self.store.path],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=None,  # the child's warnings go where the application's stderr goes
-            env=env,
-            close_fds=True,
-        )
-        self._child = child
-        return child
+
+        def child(module: str, stdin: Any) -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
+                [sys.executable, "-m", f"traceduck.store.{module}", self.store.path],
+                stdin=stdin,
+                stdout=subprocess.PIPE,
+                stderr=None,  # the children's warnings go where the application's stderr goes
+                env=env,
+                close_fds=True,  # each end of each pipe only where it is used: closing one ends the chain
+            )
+
+        converter = child("converter_process", subprocess.PIPE)
+        try:
+            self._child = child("writer_process", converter.stdout)
+        except BaseException:
+            _stop(converter)
+            raise
+        finally:
+            assert converter.stdout is not None
+            converter.stdout.close()  # the converter's output is the writer's input, not ours
+        self._converter = converter
+
+    def _alive(self) -> bool:
+        return all(p is not None and p.poll() is None for p in (self._child, self._converter))
 
     def write(self, raw: RawSpans, linger: bool = False) -> WriteStats:
         """Write ``raw`` and wait for it: raises ``StoreBusyError`` or ``WriterProcessIOError``
@@ -179,22 +180,22 @@ class WriterProcess:
         return self.submit(raw, linger).result()
 
     def submit(self, raw: RawSpans, linger: bool = False) -> Pending:
-        """Send ``raw`` to the child and return at once; the child takes it as soon as it is done
-        with the batches sent before."""
+        """Send ``raw`` to the children and return at once; the writer takes it as soon as it is
+        done with the batches sent before."""
         with self._lock:
             if self._pid != os.getpid():
                 raise StoreLockedError(
                     f"the trace store {self.store.path} is written by the process this one was forked "
                     "from; a forked process needs its own store or the collector service"
                 )
-            child = self._child
-            if child is None or child.poll() is not None:
-                self._read_all()  # what a child that went away answered before it did
-                child = self._start()
-            assert child.stdin is not None
+            if not self._alive():
+                self._read_all()  # what the writer answered before a child went away
+                self._start()
+            converter = self._converter
+            assert converter is not None and converter.stdin is not None
             pending = Pending(self)
             try:
-                _write_frame(child.stdin, _encode(raw, linger, self._epoch))
+                write_frame(converter.stdin, encode(raw, linger, self._epoch))
             except (BrokenPipeError, OSError) as exc:
                 self._read_all()
                 raise WriterProcessIOError(f"the writer process went away: {exc}") from None
@@ -202,24 +203,32 @@ class WriterProcess:
         return pending
 
     def _read_all(self) -> None:
+        """Read every answer still to come, then stop the children (both, whichever went away)."""
         while self._sent:
             self._read_one()
-        self._child = None
+        self._stop_children()
+
+    def _stop_children(self) -> None:
+        converter, child = self._converter, self._child
+        self._converter = self._child = None
+        for process in (converter, child):
+            if process is not None:
+                _stop(process)
 
     def _read_one(self) -> None:
-        """Read the answer of the oldest sent batch; if the child went away, every sent batch
-        without an answer fails (the application sends them again to a new child)."""
+        """Read the answer of the oldest sent batch; if a child went away, every sent batch
+        without an answer fails (the application sends them again to new children)."""
         child = self._child
         answer = None
         if child is not None and child.stdout is not None:
             try:
-                answer = _read_frame(child.stdout)
+                answer = read_frame(child.stdout)
             except OSError:
                 answer = None
         if answer is None:
             while self._sent:
                 self._sent.popleft().error = "the writer process went away"
-            self._child = None
+            self._stop_children()
             return
         pending = self._sent.popleft()
         pending.reply = json.loads(answer)
@@ -246,23 +255,47 @@ class WriterProcess:
         raise WriterProcessError(message)
 
     def release(self) -> None:
-        pass  # the child detaches by itself IDLE_RELEASE_SECONDS after its last batch
+        pass  # the writer detaches by itself IDLE_RELEASE_SECONDS after its last batch
 
     def close(self) -> None:
+        """Close the converter's input: it converts what it has, the writer writes it, both exit."""
         with self._lock:
-            child, self._child = self._child, None
+            converter, child = self._converter, self._child
+            self._converter = self._child = None
             self._sent.clear()
-        if child is not None and self._pid == os.getpid():
+        if self._pid != os.getpid():
+            return
+        if converter is not None and converter.stdin is not None:
             try:
-                assert child.stdin is not None
-                child.stdin.close()
-                child.wait(timeout=10)
-            except (OSError, subprocess.TimeoutExpired):
-                child.kill()
+                converter.stdin.close()
+            except OSError:
+                pass
+        for process in (converter, child):
+            if process is not None:
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+                if process.stdout is not None:
+                    process.stdout.close()
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """End a child now (its input and output closed, the process reaped)."""
+    for stream in (process.stdin, process.stdout):
+        if stream is not None:
+            try:
+                stream.close()
+            except OSError:
+                pass
+    if process.poll() is None:
+        process.kill()
+    process.wait()
 
 
 def main(argv: list[str]) -> int:
-    """The child: write every batch read from stdin, answer on stdout, exit at end of input."""
+    """The writer: write every batch the converter passes on, answer on stdout, exit at end of input."""
     from .duckdb_store import DuckDBStore  # noqa: PLC0415
 
     logging.basicConfig(level=logging.WARNING, format="traceduck writer: %(message)s")
@@ -271,11 +304,9 @@ def main(argv: list[str]) -> int:
     # pyarrow imports pandas on its first conversion (~0.4 s): now, not in the first batch.
     RawSpans().to_arrow()
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
-    # A batch is tens of thousands of fresh objects (decoded records, rows), none in a cycle: the
-    # cyclic garbage collector would walk them again and again while they are built (decoding a
-    # 20,000-span batch, making its rows and Arrow took ~270 ms with it, ~160 ms without). It
-    # runs between batches instead (see ``_serve``), with what start-up imported frozen out of
-    # its way.
+    # Objects the batches make (their rows, when a capture policy needs them): freed by
+    # reference counting; the cyclic collector runs between batches (see ``_serve``), with what
+    # start-up imported frozen out of its way.
     gc.freeze()
     gc.disable()
     try:
@@ -285,73 +316,65 @@ def main(argv: list[str]) -> int:
         gc.unfreeze()  # frozen objects are never freed: extension modules report them as leaks
 
 
-#: What the reading thread hands the writing one: a batch ready to write, or why there is none.
-_Batch = tuple[RawSpans | None, bool, int, BaseException | None]
-
-
-def _read_batches(stdin: BinaryIO, batches: queue.Queue[_Batch | None]) -> None:
-    """Read each frame, decode it and build its Arrow table; ``None`` at the end of input."""
+def _read_batches(stdin: BinaryIO, batches: queue.Queue[ConvertedBatch | None]) -> None:
+    """Read each converted batch (while the one before is written); ``None`` at the end of input."""
     epoch = 0
     while True:
-        frame = _read_frame(stdin)
+        frame = read_frame(stdin)
         if frame is None:
             batches.put(None)
             return
         try:
-            raw, linger, epoch = _decode(frame)
+            batch = read_converted(frame)
         except Exception as exc:  # answered in its turn, as the batch's failure
-            batches.put((None, False, epoch, exc))
-            continue
+            batch = ConvertedBatch(None, False, epoch, {"type": type(exc).__name__, "message": str(exc)}, None)
+        epoch = batch.epoch
         frame = None
-        try:
-            raw.to_arrow()  # built here, while the batch before is written; kept by ``raw``
-        except Exception:  # noqa: S110  (the writer builds it again and reports what fails)
-            pass
-        batches.put((raw, linger, epoch, None))
+        batches.put(batch)
 
 
 def _serve(store: Any) -> int:
     import duckdb  # noqa: PLC0415
 
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    # One batch ready behind the one being written: enough to keep both cores busy.
-    batches: queue.Queue[_Batch | None] = queue.Queue(maxsize=1)
+    # One batch ready behind the one being written: the converter goes on with the next.
+    batches: queue.Queue[ConvertedBatch | None] = queue.Queue(maxsize=1)
     threading.Thread(target=_read_batches, args=(stdin, batches), name="traceduck-reader", daemon=True).start()
     failed_epoch = -1
     written = 0
     while True:
         try:
-            item = batches.get(timeout=IDLE_RELEASE_SECONDS) if store.file.attached else batches.get()
+            batch = batches.get(timeout=IDLE_RELEASE_SECONDS) if store.file.attached else batches.get()
         except queue.Empty:
             store.release()  # no batch right behind the last one: let readers have the file
             continue
-        if item is None:
+        if batch is None:
             store.release()
             return 0
-        raw, linger, epoch, error = item
-        item = None
         reply: dict[str, Any]
-        if error is None and epoch <= failed_epoch:
+        if batch.error is None and batch.epoch <= failed_epoch:
             reply = {"ok": False, "type": "BatchNotAttemptedError", "not_attempted": True,
                      "error": "a batch sent before this one failed; send it again"}  # fmt: skip
+        elif batch.error is not None:
+            failed_epoch = max(failed_epoch, batch.epoch)
+            reply = {"ok": False, "type": batch.error["type"], "error": batch.error["message"], "transient": False}
         else:
             try:
-                if error is not None:
-                    raise error
-                assert raw is not None
-                stats = store.write(raw, linger=linger)
+                _load_detectors(batch.pii_detectors)
+                assert batch.raw is not None
+                stats = store.write(batch.raw, linger=batch.linger)
                 reply = {"ok": True, "spans": stats.spans, "traces": stats.traces,
                          "uncaptured": stats.uncaptured_spans}  # fmt: skip
             except Exception as exc:  # reported to the parent, which decides to retry or isolate
-                failed_epoch = max(failed_epoch, epoch)
+                failed_epoch = max(failed_epoch, batch.epoch)
                 transient = isinstance(exc, (StoreBusyError, duckdb.IOException, OSError))
                 reply = {"ok": False, "type": type(exc).__name__, "error": str(exc), "transient": transient}
-        raw = error = None  # freed before the reply: a collection sees only leftovers
-        _write_frame(stdout, json.dumps(reply).encode())
+        batch = None  # freed before the reply: a collection sees only leftovers
+        write_frame(stdout, json.dumps(reply).encode())
         written += 1
-        # A collection walks every object alive, the next batch's too while it is being built
-        # (13-30 ms a 20,000-span batch, freeing nothing: batches make no cycles). So it runs
-        # when no batch waits (the time is free) and, in a backlog, after every tenth batch.
+        # A collection walks every object alive, the next batch's too when its rows are made
+        # (a capture policy), so it runs when no batch waits (the time is free) and, in a
+        # backlog, after every tenth batch.
         if batches.empty() or written % COLLECT_EVERY_BATCHES == 0:
             gc.collect()
 
