@@ -380,4 +380,9 @@ def _serve(store: Any) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    code = main(sys.argv[1:])
+    # Nothing is left to clean up (the file detached, every answer flushed): the interpreter's teardown of pyarrow, pandas
+    # and DuckDB (~150 ms a process, measured) is skipped, as the application's exit waits for it.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
