@@ -7,8 +7,8 @@ TracerProvider with the standard BatchSpanProcessor and an exporter that discard
 with 3 attributes plus ``update_current_trace(user, session, client_request_id, 2 tags)`` writing
 to DuckDB, and the ratio c/b. Then a burst of traced calls from 4 threads (calls/s, spans dropped,
 time from the burst's end until all are durable in DuckDB), and the writer alone fed pre-built
-finished spans (spans/s stored): through the writer process from span records, as the processor
-writes, and the store itself fed prepared rows, with a backlog and detaching the file after each batch.
+finished spans (spans/s stored): through the writer's two child processes from span records, as
+the processor writes, and the store itself fed prepared rows, with a backlog and detaching the file after each batch.
 """
 
 from __future__ import annotations
@@ -189,10 +189,12 @@ def main() -> None:
     # the processor's size, three ways:
     #   (1) the writer process, end to end: the span records put in the processor's queue as
     #       ``on_end`` puts them; its writer thread sends them over the pipe in batches (the next
-    #       one while the child writes the one before), the child makes rows and writes them (the
-    #       default for a local store); timed until the processor has shut down, the file detached;
+    #       one while the one before is written); the converter child makes rows, Arrow and the
+    #       index, the writer child writes them with DuckDB (the default for a local store); timed
+    #       until the processor has shut down: the file detached (checkpointed), both children exited;
     #   (2) the store fed prepared rows, with a backlog (``linger``: the file stays attached
-    #       between batches, as the processor asks while more spans are queued);
+    #       between batches, as the processor asks while more spans are queued), in this process:
+    #       each batch's Arrow table built and written in turn;
     #   (3) the store fed prepared rows, each batch all there is (the file detached after it).
     batch_size = 20_000
     records, registry = _span_records(args.writer_spans)
@@ -223,14 +225,14 @@ def main() -> None:
         if mode == "process":
             writer = WriterProcess(store)
             writer.start()
-            writer.write(RawSpans())  # the child started and warmed up before the clock starts
+            writer.write(RawSpans())  # the children started and warmed up before the clock starts
             processor = StoreSpanProcessor(writer, max_queue_size=len(records))
             processor._resources = registry  # the registry the records refer to by index
             start = time.perf_counter()
             processor._queue.extend(records)  # as ``on_end`` appends them, all at once
             processor._wake.set()
             assert processor.force_flush(600_000)
-            processor.shutdown()  # the child detaches (checkpoints) the file and exits
+            processor.shutdown()  # the writer detaches (checkpoints) the file; both children exit
             assert processor.stats.written_spans == len(records), processor.stats
         else:
             start = time.perf_counter()

@@ -50,12 +50,7 @@ logger = logging.getLogger("traceduck")
 
 #: A writer that kept the file attached for a backlog lets go after this long without a batch.
 IDLE_RELEASE_SECONDS = 0.05
-#: The child's GIL switch interval. DuckDB's client takes the GIL back between the tasks of a
-#: query; behind the thread building the next batch it would wait up to the switch interval
-#: (5 ms by default) each time, and the overlap bought nothing (measured: a query ran 3x slower
-#: beside a busy Python thread at 5 ms, unslowed at 50 us).
-SWITCH_INTERVAL_SECONDS = 0.00005
-#: With batches waiting, the child collects garbage after this many (see ``_serve``).
+#: With batches waiting, the writer collects garbage after this many (see ``_serve``).
 COLLECT_EVERY_BATCHES = 10
 
 
@@ -303,7 +298,6 @@ def main(argv: list[str]) -> int:
     store.file.delegated_writer = True  # the parent holds the writer lock; write on its behalf
     # pyarrow imports pandas on its first conversion (~0.4 s): now, not in the first batch.
     RawSpans().to_arrow()
-    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     # Objects the batches make (their rows, when a capture policy needs them): freed by
     # reference counting; the cyclic collector runs between batches (see ``_serve``), with what
     # start-up imported frozen out of its way.
