@@ -241,6 +241,40 @@ def test_forked_application_process_does_not_write_through_the_parents_writer(co
     assert names == ["parent-after", "parent-before"]
 
 
+def test_a_long_lived_fork_does_not_hold_the_children_open_at_shutdown(tmp_path):
+    """A process forked after configure() (a pre-forking server's worker) inherits the pipes to
+    the writer's children; it lets go of them, so the parent's shutdown ends both children by
+    closing their input (they exit by themselves, the file detached) instead of waiting for a
+    fork that may live on, then killing them."""
+    path = str(tmp_path / "fork.duckdb")
+    result = run_python(
+        f"""
+        import os, signal, time
+        import traceduck
+        from traceduck import config
+
+        traceduck.configure({path!r})
+        with traceduck.start_span("before-fork"):
+            pass
+        assert traceduck.flush()
+        writer = config.current_setup().span_processor.store
+        children = (writer._converter, writer._child)
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(60)
+            os._exit(0)
+        try:
+            traceduck.shutdown()
+            print([child.returncode for child in children])
+        finally:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        """
+    )
+    assert result.stdout.strip() == "[0, 0]"  # exited by themselves, not killed (-9) after a timeout
+    assert traceduck.count_traces(store=path) == 1
+
+
 def test_the_children_keep_the_garbage_collector_out_of_a_batch(tmp_path):
     """Both children turn automatic collection off while they convert and write batches
     (collecting between them instead), give the collector back as it was when they end, and

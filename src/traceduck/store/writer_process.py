@@ -33,6 +33,7 @@ import queue
 import subprocess
 import sys
 import threading
+import weakref
 from collections import deque
 from typing import Any, BinaryIO
 
@@ -132,6 +133,7 @@ class WriterProcess:
         #: Raised after each failure the application learns of: the writer does not attempt a
         #: batch of an epoch that already failed (it was sent before the failure was known).
         self._epoch = 0
+        _writers.add(self)
 
     def start(self) -> None:
         """Start the children now (they import DuckDB and pyarrow while the application gets going)."""
@@ -274,6 +276,35 @@ class WriterProcess:
                     process.wait()
                 if process.stdout is not None:
                     process.stdout.close()
+
+
+_writers: weakref.WeakSet[WriterProcess] = weakref.WeakSet()
+
+
+def _let_go_after_fork() -> None:
+    """In a process forked from one with writer children: let go of the inherited ends of the
+    pipes to them (pointed at /dev/null, so nothing of the parent's is closed or flushed twice).
+    Held by a long-lived fork, the converter's input stayed open after the parent closed it: the
+    parent's shutdown waited 10 s, then killed both children before the file was detached. The
+    fork itself never writes through them (``submit`` refuses)."""
+    for writer in list(_writers):
+        writer._lock = threading.Lock()  # another thread may have held it at the fork
+        writer._sent.clear()
+        for process, stream in ((writer._converter, "stdin"), (writer._child, "stdout")):
+            handle = getattr(process, stream, None) if process is not None else None
+            if handle is None:
+                continue
+            try:
+                null = os.open(os.devnull, os.O_RDWR)
+                try:
+                    os.dup2(null, handle.fileno())
+                finally:
+                    os.close(null)
+            except (OSError, ValueError):  # already closed
+                pass
+
+
+os.register_at_fork(after_in_child=_let_go_after_fork)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
