@@ -882,3 +882,35 @@ def test_a_ratio_sampler_stores_exactly_the_traces_it_keeps_and_each_whole(store
         i = t.info.tags["n"]
         assert sorted(s.name for s in t.data.spans) == ["child_step", "sampled_handler"]
         assert (t.info.client_request_id, t.info.metadata["trace.user"]) == (f"req-{i}", f"user-{i}")
+
+
+def test_each_provider_gets_its_own_tracker_and_a_freed_one_leaves_none_behind(store_path):
+    """configure() adds its root tracker once per provider. The record of which provider has one
+    holds no provider alive and outlives none: keyed by id(), a provider created after another
+    was freed could take its id and never get a tracker (its traces then lost their configured
+    root attributes)."""
+    import gc
+    import weakref
+
+    from traceduck import config
+    from traceduck.roots import RootSpanTracker
+
+    def trackers(provider: TracerProvider) -> int:
+        return sum(isinstance(p, RootSpanTracker) for p in provider._active_span_processor._span_processors)
+
+    others = len(config._trackers)  # providers of other tests still alive
+    first = TracerProvider(shutdown_on_exit=False)
+    traceduck.configure(store_path, tracer_provider=first, environment="prod")
+    traceduck.configure(store_path, tracer_provider=first, environment="prod")  # again: still one tracker
+    assert trackers(first) == 1 and first in config._trackers
+    traceduck.shutdown()
+    freed = weakref.ref(first)
+    del first
+    gc.collect()
+    assert freed() is None and len(config._trackers) == others
+    second = TracerProvider(shutdown_on_exit=False)
+    second.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))  # not alone: attributes ride on roots
+    traceduck.configure(store_path, tracer_provider=second, environment="prod")
+    assert trackers(second) == 1 and len(config._trackers) == others + 1
+    with second.get_tracer("t").start_as_current_span("root") as span:
+        assert json.loads(span.attributes["traceduck.trace.default_metadata"]) == {"trace.environment": "prod"}

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -84,7 +85,9 @@ class _Setup:
 
 _lock = threading.RLock()
 _setup: _Setup | None = None
-_trackers: dict[int, RootSpanTracker] = {}  # id(provider) -> the tracker added to it
+#: The tracker added to each provider, held no longer than the provider (an id() would be taken
+#: by a new provider once the old one is freed, which then never got a tracker).
+_trackers: weakref.WeakKeyDictionary[Any, RootSpanTracker] = weakref.WeakKeyDictionary()
 _installed_provider: TracerProvider | None = None
 #: After shutdown() (explicit, or at interpreter exit) tracing records nothing until the next
 #: configure(), instead of quietly setting up the defaults again.
@@ -218,11 +221,11 @@ def configure(
                 flush_interval=settings.flush_interval,
                 default_project=settings.project,
             )
-        tracker = _trackers.get(id(provider))
+        tracker = _trackers.get(provider)
         if tracker is None:
             tracker = RootSpanTracker()
             provider.add_span_processor(tracker)
-            _trackers[id(provider)] = tracker
+            _trackers[provider] = tracker
         tracker.root_attributes = _root_attributes(settings) or None
         if isinstance(span_processor, StoreSpanProcessor):
             span_processor.root_attributes = tracker.root_attributes
