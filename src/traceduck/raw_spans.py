@@ -141,7 +141,7 @@ class ResourceRegistry:
 
 @dataclass
 class BatchIndex:
-    """What the store asks of a batch before it writes it, found in one pass over its rows.
+    """What the store asks of a batch before it writes it, found once from its rows.
 
     The writer process gets it with the batch's Arrow table (see ``store/converter_process.py``),
     so the process that runs DuckDB never makes a Python object per span.
