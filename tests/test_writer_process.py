@@ -16,7 +16,7 @@ from traceduck.errors import BatchNotAttemptedError
 from traceduck.processor import StoreSpanProcessor
 from traceduck.raw_spans import RawSpans, span_record
 from traceduck.store.duckdb_store import DuckDBStore
-from traceduck.store.frames import write_frame
+from traceduck.store.children import write_frame
 from traceduck.store.writer_process import Pending, WriterProcess, WriterProcessError
 
 from conftest import query_file, run_python
@@ -287,7 +287,7 @@ def test_the_children_keep_the_garbage_collector_out_of_a_batch(tmp_path):
         f"""
         import gc, os, sys
         from traceduck.raw_spans import RawSpans
-        from traceduck.store import converter_process, frames, writer_process
+        from traceduck.store import children, converter_process, writer_process
 
         data = b""
         for n in range(12):
@@ -296,7 +296,7 @@ def test_the_children_keep_the_garbage_collector_out_of_a_batch(tmp_path):
             raw.add(f"{{n + 1:032x}}", f"{{n + 1:016x}}", None, False, "root", "INTERNAL", 10**18 + n,
                     10**18 + n + 5, "UNSET", None, {{"k": n}}, None, res)
             frame = writer_process.encode(raw, linger=n < 11)
-            data += frames.HEADER.pack(len(frame)) + frame
+            data += children.HEADER.pack(len(frame)) + frame
         enabled_while_converting = []
         real = RawSpans._build_arrow
 

@@ -22,8 +22,6 @@ the process to whoever lists processes).
 from __future__ import annotations
 
 import gc
-import logging
-import os
 import sys
 from typing import Any, BinaryIO
 
@@ -32,7 +30,7 @@ import pyarrow as pa
 
 from ..raw_spans import BatchIndex, RawSpans
 from ..serialize import clean_text
-from .frames import HEADER, read_frame, write_frame
+from .children import HEADER, exit_now, read_frame, serve, write_frame
 
 
 class ConvertedBatch:
@@ -103,20 +101,7 @@ def read_converted(frame: bytes) -> ConvertedBatch:
 
 def main(argv: list[str]) -> int:
     """The converter: convert every frame read from stdin, in order, to stdout."""
-    logging.basicConfig(level=logging.WARNING, format="traceduck converter: %(message)s")
-    # pyarrow imports pandas on its first conversion (~0.4 s): now, not in the first batch.
-    RawSpans().to_arrow()
-    # A batch is tens of thousands of fresh objects (decoded records, rows), none in a cycle: the
-    # cyclic garbage collector would walk them again and again while they are built (decoding a
-    # 20,000-span batch, making its rows and Arrow took ~270 ms with it, ~160 ms without). It
-    # runs between batches instead, with what start-up imported frozen out of its way.
-    gc.freeze()
-    gc.disable()
-    try:
-        return _serve(sys.stdin.buffer, sys.stdout.buffer)
-    finally:
-        gc.enable()
-        gc.unfreeze()
+    return serve("converter", lambda: _serve(sys.stdin.buffer, sys.stdout.buffer))
 
 
 def _serve(stdin: BinaryIO, stdout: BinaryIO) -> int:
@@ -138,9 +123,4 @@ def _serve(stdin: BinaryIO, stdout: BinaryIO) -> int:
 
 
 if __name__ == "__main__":
-    code = main(sys.argv[1:])
-    # Nothing is left to clean up (every batch passed on and flushed): the interpreter's teardown of pyarrow, pandas
-    # and DuckDB (~150 ms a process, measured) is skipped, as the application's exit waits for it.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    exit_now(main(sys.argv[1:]))

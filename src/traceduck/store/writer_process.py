@@ -43,8 +43,8 @@ from ..errors import BatchNotAttemptedError, StoreBusyError, StoreLockedError
 from ..governance import pii
 from ..raw_spans import RawSpans
 from ..serialize import clean_text
+from .children import exit_now, read_frame, serve, write_frame
 from .converter_process import ConvertedBatch, read_converted
-from .frames import read_frame, write_frame
 from .writer import WriteStats
 
 logger = logging.getLogger("traceduck")
@@ -324,21 +324,9 @@ def main(argv: list[str]) -> int:
     """The writer: write every batch the converter passes on, answer on stdout, exit at end of input."""
     from .duckdb_store import DuckDBStore  # noqa: PLC0415
 
-    logging.basicConfig(level=logging.WARNING, format="traceduck writer: %(message)s")
     store = DuckDBStore(argv[0])
     store.file.delegated_writer = True  # the parent holds the writer lock; write on its behalf
-    # pyarrow imports pandas on its first conversion (~0.4 s): now, not in the first batch.
-    RawSpans().to_arrow()
-    # Objects the batches make (their rows, when a capture policy needs them): freed by
-    # reference counting; the cyclic collector runs between batches (see ``_serve``), with what
-    # start-up imported frozen out of its way.
-    gc.freeze()
-    gc.disable()
-    try:
-        return _serve(store)
-    finally:
-        gc.enable()
-        gc.unfreeze()  # frozen objects are never freed: extension modules report them as leaks
+    return serve("writer", lambda: _serve(store))
 
 
 def _read_batches(stdin: BinaryIO, batches: queue.Queue[ConvertedBatch | None]) -> None:
@@ -405,9 +393,4 @@ def _serve(store: Any) -> int:
 
 
 if __name__ == "__main__":
-    code = main(sys.argv[1:])
-    # Nothing is left to clean up (the file detached, every answer flushed): the interpreter's teardown of pyarrow, pandas
-    # and DuckDB (~150 ms a process, measured) is skipped, as the application's exit waits for it.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    exit_now(main(sys.argv[1:]))
