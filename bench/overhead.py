@@ -83,6 +83,30 @@ def _span_records(count: int) -> tuple[list[Any], ResourceRegistry]:
     return records, registry
 
 
+def _cpu_times() -> tuple[int, int] | None:
+    """(steal, total) CPU time of the machine since boot, from Linux's /proc/stat (None elsewhere)."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = [int(v) for v in fh.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal (guest time is counted in user already)
+    return (fields[7] if len(fields) > 7 else 0), sum(fields)
+
+
+def _steal(since: tuple[int, int] | None) -> float | None:
+    """Percent of the machine's CPU time the hypervisor gave to others since ``since``: on a shared
+    VM the figures of a part that ran with much of it say more about the neighbours than about us."""
+    now = _cpu_times()
+    if since is None or now is None or now[1] == since[1]:
+        return None
+    return 100.0 * (now[0] - since[0]) / (now[1] - since[1])
+
+
+def _steal_note(percent: float | None) -> str:
+    return "" if percent is None else f"  [CPU steal {percent:.0f}%]"
+
+
 def _fresh(record: tuple[Any, ...]) -> tuple[Any, ...]:
     """A copy of a span record whose attributes a conversion to a row may take out."""
     attributes = record[RECORD_ATTRIBUTES]
@@ -101,7 +125,7 @@ def main() -> None:
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args()
     tmp = tempfile.mkdtemp(prefix="traceduck-bench-")
-    results: dict[str, float] = {}
+    results: dict[str, Any] = {}
 
     # (b) bare OTel span, BatchSpanProcessor + discarding exporter
     provider_b = TracerProvider()
@@ -128,6 +152,7 @@ def main() -> None:
     for fn in (bare, otel_span, traced):  # warm up
         per_call_us(fn, 2000)
     traceduck.flush()
+    cpu = _cpu_times()
     for round_ in range(args.rounds):
         rows["bare"].append(per_call_us(bare, args.calls))
         # (b) and (c) take turns going first, so a drift within a round favours neither
@@ -143,11 +168,12 @@ def main() -> None:
     ratios = sorted(c / b for b, c in zip(rows["otel"], rows["traceduck"]))
     results["ratio_c_over_b"] = statistics.median(ratios)
     results["ratio_range"] = [ratios[0], ratios[-1]]
+    results["ratio_cpu_steal_pct"] = steal = _steal(cpu)
     print(f"(a) bare function        {results['bare_us']:8.2f} µs/call")
     print(f"(b) bare OTel span       {results['otel_us']:8.2f} µs/call")
     print(f"(c) @trace + update      {results['traceduck_us']:8.2f} µs/call")
     print(f"    ratio c/b            {results['ratio_c_over_b']:8.2f}   median of {len(ratios)} paired rounds "
-          f"(range {ratios[0]:.2f}-{ratios[-1]:.2f}; target <= 1.5)")
+          f"(range {ratios[0]:.2f}-{ratios[-1]:.2f}; target <= 1.5){_steal_note(steal)}")
     provider_b.shutdown()
 
     # burst: N traced calls from 4 threads
@@ -164,6 +190,7 @@ def main() -> None:
     for t in threads:
         t.start()
     barrier.wait()
+    cpu = _cpu_times()
     start = time.perf_counter()
     for t in threads:
         t.join()
@@ -174,6 +201,7 @@ def main() -> None:
     results["burst_calls_per_s"] = per_thread * 4 / (burst_end - start)
     results["burst_dropped"] = stats["dropped_spans"]
     results["burst_durable_after_s"] = durable - burst_end
+    results["burst_cpu_steal_pct"] = steal = _steal(cpu)
     traceduck.shutdown()
     import duckdb  # noqa: PLC0415
 
@@ -182,7 +210,7 @@ def main() -> None:
     results["burst_stored"] = stored
     print(f"burst of {per_thread * 4} calls from 4 threads: {results['burst_calls_per_s']:,.0f} calls/s, "
           f"{stats['dropped_spans']} dropped, durable {results['burst_durable_after_s']:.2f} s after the "
-          f"burst ended, {stored} traces stored  (targets: 0 dropped, <= 1 s)")
+          f"burst ended, {stored} traces stored  (targets: 0 dropped, <= 1 s){_steal_note(steal)}")
 
     # The writer alone, fed pre-built finished spans (a root and an LLM child per trace, made by
     # the OTel SDK with the attributes @trace and update_current_trace give them), in batches of
@@ -228,6 +256,7 @@ def main() -> None:
             writer.write(RawSpans())  # the children started and warmed up before the clock starts
             processor = StoreSpanProcessor(writer, max_queue_size=len(records))
             processor._resources = registry  # the registry the records refer to by index
+            cpu = _cpu_times()
             start = time.perf_counter()
             processor._queue.extend(records)  # as ``on_end`` appends them, all at once
             processor._wake.set()
@@ -235,19 +264,24 @@ def main() -> None:
             processor.shutdown()  # the writer detaches (checkpoints) the file; both children exit
             assert processor.stats.written_spans == len(records), processor.stats
         else:
+            cpu = _cpu_times()
             start = time.perf_counter()
             for k, batch in enumerate(todo):
                 stats = store.write(batch, linger=mode != "detached" and k < len(todo) - 1)
                 assert stats.spans == len(batch), stats
             store.release()
         results[key] = len(records) / (time.perf_counter() - start)
+        results[key.replace("spans_per_s", "cpu_steal_pct")] = _steal(cpu)
         store.release_writer()
         del todo
         gc.unfreeze()
     print(f"writer alone, {len(records):,} spans in batches of {batch_size:,} (target >= 50,000 spans/s):\n"
-          f"  writer process, span records in:  {results['writer_process_spans_per_s']:9,.0f} spans/s\n"
-          f"  store, prepared rows, backlog:    {results['writer_backlog_spans_per_s']:9,.0f} spans/s\n"
-          f"  store, prepared rows, detached:   {results['writer_spans_per_s']:9,.0f} spans/s")
+          f"  writer process, span records in:  {results['writer_process_spans_per_s']:9,.0f} spans/s"
+          f"{_steal_note(results['writer_process_cpu_steal_pct'])}\n"
+          f"  store, prepared rows, backlog:    {results['writer_backlog_spans_per_s']:9,.0f} spans/s"
+          f"{_steal_note(results['writer_backlog_cpu_steal_pct'])}\n"
+          f"  store, prepared rows, detached:   {results['writer_spans_per_s']:9,.0f} spans/s"
+          f"{_steal_note(results['writer_cpu_steal_pct'])}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=2)
