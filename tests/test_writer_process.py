@@ -143,34 +143,6 @@ def test_a_killed_converter_process_is_replaced_and_nothing_is_lost(configured):
     assert _children_writing(configured) == sorted([writer._converter.pid, writer._child.pid])
 
 
-def test_a_frame_the_converter_cannot_read_fails_alone_and_the_pair_goes_on(tmp_path):
-    """A batch the converter cannot decode is answered as a failure in its turn (the writer
-    reports what the converter found); the batch sent behind it is not attempted until sent
-    again, as behind any failed batch."""
-    store = DuckDBStore(str(tmp_path / "garbage.duckdb"))
-    store.acquire_writer()
-    writer = WriterProcess(store)
-    try:
-        writer.start()
-        converter = writer._converter
-        assert converter is not None and converter.stdin is not None
-        garbage = Pending(writer)
-        with writer._lock:
-            write_frame(converter.stdin, b"{not json")
-            writer._sent.append(garbage)
-        behind = writer.submit(_one_span_batch("behind", f"{1:032x}"))
-        with pytest.raises(WriterProcessError, match="JSONDecodeError"):
-            garbage.result()
-        with pytest.raises(BatchNotAttemptedError):
-            behind.result()
-        assert writer.write(_one_span_batch("behind", f"{1:032x}")).spans == 1
-        assert writer._converter is converter  # the same children throughout
-    finally:
-        writer.close()
-        store.release_writer()
-    assert query_file(store.path, "SELECT name FROM spans") == [("behind",)]
-
-
 def test_closing_the_writer_ends_both_children(tmp_path):
     store = DuckDBStore(str(tmp_path / "close.duckdb"))
     store.acquire_writer()
@@ -363,23 +335,45 @@ def _one_span_batch(name: str, trace_id: str) -> RawSpans:
     return raw
 
 
-def test_a_batch_sent_behind_one_that_failed_is_not_attempted_until_sent_again(tmp_path):
-    """Batches are stored in the order they were sent: the child answers a batch sent before the
+def _send_garbage(writer: WriterProcess) -> Pending:
+    """A frame the converter cannot read, sent as a batch would be."""
+    converter = writer._converter
+    assert converter is not None and converter.stdin is not None
+    pending = Pending(writer)
+    with writer._lock:
+        write_frame(converter.stdin, b"{not json")
+        writer._sent.append(pending)
+    return pending
+
+
+@pytest.mark.parametrize(
+    ("failing", "error"),
+    [
+        (lambda writer: writer.submit(_one_span_batch("bad", "not-a-trace-id")), "not-a-trace-id"),  # refused by the store
+        (_send_garbage, "JSONDecodeError"),  # unreadable by the converter: answered by the writer in its turn
+    ],
+    ids=["refused-by-the-store", "unreadable-by-the-converter"],
+)
+def test_a_batch_sent_behind_one_that_failed_is_not_attempted_until_sent_again(tmp_path, failing, error):
+    """Batches are stored in the order they were sent: the writer answers a batch sent before the
     application learned that the one ahead of it failed "not attempted" and stores nothing of it;
-    sent again, it is stored."""
+    sent again, it is stored. The same children go on throughout."""
     store = DuckDBStore(str(tmp_path / "order.duckdb"))
     store.acquire_writer()
     writer = WriterProcess(store)
     try:
-        bad = writer.submit(_one_span_batch("bad", "not-a-trace-id"))  # the store refuses it as data
+        writer.start()
+        children = (writer._converter, writer._child)
+        bad = failing(writer)
         behind = writer.submit(_one_span_batch("behind", f"{1:032x}"))
-        with pytest.raises(WriterProcessError, match="not-a-trace-id"):
+        with pytest.raises(WriterProcessError, match=error):
             bad.result()
         with pytest.raises(BatchNotAttemptedError):
             behind.result()
         assert writer.write(_one_span_batch("behind", f"{1:032x}")).spans == 1
         after = writer.submit(_one_span_batch("after", f"{2:032x}"))  # the failure is dealt with
         assert after.result().spans == 1
+        assert (writer._converter, writer._child) == children
     finally:
         writer.close()
         store.release_writer()
