@@ -11,7 +11,7 @@ import threading
 import pytest
 
 import traceduck
-from traceduck import processor
+from traceduck import config, processor
 
 from conftest import query_file, run_python
 
@@ -125,19 +125,25 @@ def test_max_queue_size_from_the_environment(store_path, provider, monkeypatch):
 
 @pytest.fixture
 def broken_store(store_path, provider):
-    """A configured store whose file is replaced by a directory; put back at teardown."""
+    """A configured store whose file is replaced by a directory; put back at teardown.
+
+    Each swap holds the store's own lock, as a unit of work does: a retry attaching the path in
+    the instant it names nothing would create an empty store there."""
     traceduck.configure(store_path, tracer_provider=provider)
     with traceduck.start_span("before"):
         pass
     assert traceduck.flush()
     moved = store_path + ".moved"
-    os.rename(store_path, moved)
-    os.mkdir(store_path)
+    lock = config.current_setup().store.file._lock
+    with lock:
+        os.rename(store_path, moved)
+        os.mkdir(store_path)
 
     def repair():
-        if os.path.isdir(store_path):
-            os.rmdir(store_path)
-            os.rename(moved, store_path)
+        with lock:
+            if os.path.isdir(store_path):
+                os.rmdir(store_path)
+                os.rename(moved, store_path)
 
     yield repair
     repair()
