@@ -7,7 +7,9 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
+import duckdb
 import pytest
 
 import traceduck
@@ -223,3 +225,50 @@ def test_interpreter_exit_writes_everything_without_flush(tmp_path):
     )
     rows = query_file(path, "SELECT count(*), count(DISTINCT client_request_id) FROM traces")
     assert rows == [(300, 300)]
+
+
+def _delete_store_file(path: str) -> None:
+    for name in (path, path + ".wal"):
+        if os.path.exists(name):
+            os.remove(name)
+
+
+def test_a_store_file_deleted_while_the_application_runs_is_made_again(store_path, provider):
+    """Deleting the store file (to start afresh) while the application writes: the next batch
+    makes a new file with the tables, rather than failing every batch until a restart."""
+    traceduck.configure(store_path, tracer_provider=provider)
+    with traceduck.start_span("before"):
+        pass
+    assert traceduck.flush()
+    file = config.current_setup().store.file
+    deadline = time.monotonic() + 10
+    while file.attached and time.monotonic() < deadline:  # the writer lets go when idle
+        time.sleep(0.01)
+    with file._lock:
+        _delete_store_file(store_path)
+    with traceduck.start_span("after"):
+        pass
+    assert traceduck.flush()
+    assert traceduck.stats()["failed_spans"] == 0
+    assert [t.info.name for t in traceduck.search_traces(return_type="list")] == ["after"]
+
+
+@pytest.mark.writer_process
+def test_a_store_file_deleted_under_the_writer_process_is_made_again(store_path, provider):
+    traceduck.configure(store_path, tracer_provider=provider)
+    with traceduck.start_span("before"):
+        pass
+    assert traceduck.flush()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the writer child lets go of the file when idle
+        try:
+            duckdb.connect(store_path, read_only=True).close()
+            break
+        except duckdb.Error:
+            time.sleep(0.02)
+    _delete_store_file(store_path)
+    with traceduck.start_span("after"):
+        pass
+    assert traceduck.flush()
+    assert traceduck.stats()["failed_spans"] == 0
+    assert [t.info.name for t in traceduck.search_traces(return_type="list")] == ["after"]

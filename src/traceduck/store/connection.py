@@ -76,6 +76,15 @@ def _remove(path: str) -> None:
         pass
 
 
+def _file_identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of the file at ``path``: another value means another file."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
 def is_invalidated(exc: BaseException) -> bool:
     """DuckDB gave up on the attached file (a checkpoint failed, e.g. on a full disk): it must be
     detached and attached again before use; what was committed is safe in the file and its WAL."""
@@ -155,6 +164,12 @@ class DuckDBFile:
         self.reattachments = 0
         self._schema_checked_at = float("-inf")
         self.migrated = False
+        #: Which file (device, inode) the schema was checked on, and which one is attached: a
+        #: store file deleted (ATTACH then makes an empty one) or replaced while the application
+        #: runs is checked again, not written as if it had the tables (every batch would fail
+        #: until a restart).
+        self._migrated_file: tuple[int, int] | None = None
+        self._attached_file: tuple[int, int] | None = None
         _files.add(self)
 
     def __del__(self, _close: Any = os.close) -> None:  # os.close bound now: usable at interpreter exit
@@ -224,9 +239,8 @@ class DuckDBFile:
             self._writer_fd = fd
             self._writer_refs = 1
         try:
-            with self.connect(write=True) as con:
-                schema.migrate(con)
-            self.migrated = True
+            with self.connect(write=True):
+                pass  # connecting to write checks the schema (creates or migrates it)
         except BaseException:
             self.release_writer()
             raise
@@ -336,9 +350,13 @@ class DuckDBFile:
                         f"{self.access_lock_path} is held by another process (or another store object of "
                         "this process) that has the file attached"
                     )
+                created = not os.path.exists(self.path)  # ATTACH makes an empty file: no tables yet
                 instance.execute(sql)
                 self._attached = read_only
                 self._attached_at = time.monotonic()
+                self._attached_file = _file_identity(self.path)
+                if created or self._attached_file != self._migrated_file:
+                    self.migrated = False
                 if self.writes_here and flagged:
                     _remove(self.wants_path)
                 return instance
@@ -445,6 +463,7 @@ class DuckDBFile:
         if not read_only and not self.migrated:
             schema.migrate(con)
             self.migrated = True
+            self._migrated_file = self._attached_file
         elif read_only and time.monotonic() - self._schema_checked_at > SCHEMA_CHECK_SECONDS:
             schema.check_readable(con)
             self._schema_checked_at = time.monotonic()
