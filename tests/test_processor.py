@@ -233,6 +233,15 @@ def _delete_store_file(path: str) -> None:
             os.remove(name)
 
 
+def _write_after_deletion() -> None:
+    """A trace written after the store file was deleted is stored, alone, in a new file."""
+    with traceduck.start_span("after"):
+        pass
+    assert traceduck.flush()
+    assert traceduck.stats()["failed_spans"] == 0
+    assert [t.info.name for t in traceduck.search_traces(return_type="list")] == ["after"]
+
+
 def test_a_store_file_deleted_while_the_application_runs_is_made_again(store_path, provider):
     """Deleting the store file (to start afresh) while the application writes: the next batch
     makes a new file with the tables, rather than failing every batch until a restart."""
@@ -246,11 +255,7 @@ def test_a_store_file_deleted_while_the_application_runs_is_made_again(store_pat
         time.sleep(0.01)
     with file._lock:
         _delete_store_file(store_path)
-    with traceduck.start_span("after"):
-        pass
-    assert traceduck.flush()
-    assert traceduck.stats()["failed_spans"] == 0
-    assert [t.info.name for t in traceduck.search_traces(return_type="list")] == ["after"]
+    _write_after_deletion()
 
 
 @pytest.mark.writer_process
@@ -267,8 +272,4 @@ def test_a_store_file_deleted_under_the_writer_process_is_made_again(store_path,
         except duckdb.Error:
             time.sleep(0.02)
     _delete_store_file(store_path)
-    with traceduck.start_span("after"):
-        pass
-    assert traceduck.flush()
-    assert traceduck.stats()["failed_spans"] == 0
-    assert [t.info.name for t in traceduck.search_traces(return_type="list")] == ["after"]
+    _write_after_deletion()
