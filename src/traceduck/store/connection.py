@@ -163,11 +163,10 @@ class DuckDBFile:
         #: How many times an invalidated file was attached afresh (a health figure).
         self.reattachments = 0
         self._schema_checked_at = float("-inf")
-        self.migrated = False
-        #: Which file (device, inode) the schema was checked on, and which one is attached: a
-        #: store file deleted (ATTACH then makes an empty one) or replaced while the application
-        #: runs is checked again, not written as if it had the tables (every batch would fail
-        #: until a restart).
+        #: Which file (device, inode) the schema was checked on for writing (None: not yet), and
+        #: which one is attached: a store file deleted (ATTACH then makes an empty one) or replaced
+        #: while the application runs is checked again, not written as if it had the tables
+        #: (every batch would fail until a restart).
         self._migrated_file: tuple[int, int] | None = None
         self._attached_file: tuple[int, int] | None = None
         _files.add(self)
@@ -354,9 +353,7 @@ class DuckDBFile:
                 instance.execute(sql)
                 self._attached = read_only
                 self._attached_at = time.monotonic()
-                self._attached_file = _file_identity(self.path)
-                if created or self._attached_file != self._migrated_file:
-                    self.migrated = False
+                self._attached_file = None if created else _file_identity(self.path)
                 if self.writes_here and flagged:
                     _remove(self.wants_path)
                 return instance
@@ -418,7 +415,7 @@ class DuckDBFile:
             self._detach()
         except duckdb.Error:
             pass  # _detach closed the instance
-        self.migrated = False  # re-checked on the next write
+        self._migrated_file = None  # re-checked on the next write
 
     def release(self) -> None:
         """Detach a store kept attached by ``connect(linger=True)`` (the writer is idle)."""
@@ -460,10 +457,9 @@ class DuckDBFile:
                     self._detach()
 
     def _check_schema(self, con: duckdb.DuckDBPyConnection, read_only: bool) -> None:
-        if not read_only and not self.migrated:
+        if not read_only and (self._migrated_file is None or self._migrated_file != self._attached_file):
             schema.migrate(con)
-            self.migrated = True
-            self._migrated_file = self._attached_file
+            self._migrated_file = self._attached_file or _file_identity(self.path)
         elif read_only and time.monotonic() - self._schema_checked_at > SCHEMA_CHECK_SECONDS:
             schema.check_readable(con)
             self._schema_checked_at = time.monotonic()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import gc
 import sys
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import orjson
@@ -33,20 +34,17 @@ from ..serialize import clean_text
 from .children import HEADER, exit_now, read_frame, serve, write_frame
 
 
+@dataclass(slots=True)
 class ConvertedBatch:
     """A batch as the writer reads it: ready to write, or why it could not be converted."""
 
-    __slots__ = ("raw", "linger", "epoch", "error", "pii_detectors")
-
-    def __init__(self, raw: RawSpans | None, linger: bool, epoch: int, error: dict[str, str] | None,
-                 pii_detectors: dict[str, Any] | None) -> None:  # fmt: skip
-        self.raw = raw
-        self.linger = linger
-        self.epoch = epoch
-        #: ``{"type": ..., "message": ...}`` of what failed to convert the batch (then no ``raw``).
-        self.error = error
-        #: How the writer imports the application's custom PII detectors (None: there are none).
-        self.pii_detectors = pii_detectors
+    raw: RawSpans | None
+    linger: bool
+    epoch: int
+    #: ``{"type": ..., "message": ...}`` of what failed to convert the batch (then no ``raw``).
+    error: dict[str, str] | None
+    #: How the writer imports the application's custom PII detectors (None: there are none).
+    pii_detectors: dict[str, Any] | None
 
 
 def decode(frame: bytes) -> tuple[RawSpans, dict[str, Any]]:
